@@ -1,0 +1,1 @@
+"""celery_sim: real Celery, runnable and provable in one command."""

@@ -1,0 +1,131 @@
+"""Which broker and result backend a run uses: a table of names, or a real broker's URL."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import BrokerError
+
+__all__ = ["BROKERS", "Broker", "Endpoints", "URL_SCHEMES", "mask_url", "resolve_broker"]
+
+#: URL schemes accepted as a real broker.
+URL_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+
+
+_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<at>@)")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (safe to print, log and store)."""
+    return _CREDENTIALS.sub(r"\g<head>***\g<at>", text)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What one run connects to; ``wake`` and ``close`` belong to the broker's lifecycle."""
+
+    broker_url: str
+    result_backend: str
+    wake: Callable[[], None]
+    close: Callable[[], None]
+
+
+class Broker(ABC):
+    """A kind of broker: knows how to open endpoints for one run."""
+
+    name: str
+    summary: str
+    #: True when the broker lives inside this process (nothing to install, nothing shared).
+    embedded: bool
+
+    @abstractmethod
+    def open(self, run_id: str) -> Endpoints:
+        """Endpoints private to ``run_id``, ready to connect to."""
+
+
+class MemoryBroker(Broker):
+    name = "memory"
+    summary = "kombu's memory transport in this process, event-driven, one virtual host per run (default)"
+    embedded = True
+
+    def open(self, run_id: str) -> Endpoints:
+        from .embedded import SCHEME, memory, results
+
+        def close() -> None:
+            memory.drop(run_id)
+            results.drop(run_id)
+
+        return Endpoints(
+            broker_url=f"{SCHEME}://localhost/{run_id}",
+            result_backend=f"{SCHEME}://{run_id}",
+            wake=lambda: memory.interrupt(run_id),
+            close=close,
+        )
+
+
+class FakeRedisBroker(Broker):
+    name = "fakeredis"
+    summary = "kombu's Redis transport and Celery's Redis backend against fakeredis, over a private Unix socket"
+    embedded = True
+
+    def open(self, run_id: str) -> Endpoints:
+        from .embedded.fakeredis_server import FakeRedisServer
+
+        server = FakeRedisServer.start(run_id)
+        url = server.url
+        return Endpoints(broker_url=url, result_backend=url, wake=lambda: None, close=server.stop)
+
+
+class UrlBroker(Broker):
+    """A real broker reached by URL; results go to Redis unless ``result_backend`` says otherwise."""
+
+    embedded = False
+    summary = "a real broker (redis://, amqp://); results in Redis by default"
+
+    def __init__(self, url: str, result_backend: str | None = None) -> None:
+        self.url = url
+        scheme = urlsplit(url).scheme
+        self.name = "redis" if scheme.startswith("redis") else "amqp"
+        self.result_backend = result_backend or (url if self.name == "redis" else "redis://127.0.0.1:6379/0")
+
+    def open(self, run_id: str) -> Endpoints:
+        return Endpoints(broker_url=self.url, result_backend=self.result_backend, wake=lambda: None, close=lambda: None)
+
+
+#: Brokers chosen by name with ``--broker``.
+BROKERS: dict[str, Callable[[], Broker]] = {
+    "memory": MemoryBroker,
+    "fakeredis": FakeRedisBroker,
+}
+
+
+def resolve_broker(value: str, result_backend: str | None = None) -> Broker:
+    """The broker named by ``value``: a name from :data:`BROKERS` or a URL with a scheme from :data:`URL_SCHEMES`."""
+    if value in BROKERS:
+        return BROKERS[value]()
+    if "://" not in value:
+        close = difflib.get_close_matches(value, list(BROKERS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise BrokerError(
+            f"unknown broker {value!r}.{hint} Choose one of: {', '.join(BROKERS)}, "
+            f"or give a URL ({', '.join(s + '://' for s in URL_SCHEMES[::2])}...)."
+        )
+    parts = urlsplit(value)
+    if parts.scheme not in URL_SCHEMES:
+        raise BrokerError(
+            f"broker URL {mask_url(value)!r} has scheme {parts.scheme!r}; "
+            f"supported schemes: {', '.join(URL_SCHEMES)} (or a name: {', '.join(BROKERS)})."
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise BrokerError(f"broker URL {mask_url(value)!r} has a malformed port; expected e.g. redis://localhost:6379/0") from None
+    if not parts.hostname:
+        raise BrokerError(f"broker URL {mask_url(value)!r} names no host; expected e.g. {parts.scheme}://localhost/")
+    del port
+    return UrlBroker(value, result_backend)

@@ -1,0 +1,156 @@
+"""Feeds a :class:`~celery_sim.timeline.Timeline` from one Celery app's publishing and signals.
+
+Celery's signals are process-global; every receiver here keeps only what concerns its own app,
+so two harnesses in one process never record each other's tasks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, Task, signals
+from celery.app.amqp import AMQP
+from celery.utils.dispatch import Signal
+
+from .timeline import Timeline
+
+__all__ = ["Recorder", "RecordingAMQP", "RecordingTask", "task_published", "task_state_updated"]
+
+#: Sent by :class:`RecordingAMQP` after a task message is handed to the broker.
+task_published = Signal(name="csim_task_published", providing_args={"app", "headers", "queue", "routing_key", "exchange"})
+#: Sent by :class:`RecordingTask` when a task calls ``update_state`` (custom states, progress).
+task_state_updated = Signal(name="csim_task_state_updated", providing_args={"task_id", "state", "meta"})
+
+
+class RecordingAMQP(AMQP):  # type: ignore[misc]
+    """Celery's AMQP helper; its task sender also reports each message it publishes."""
+
+    def _create_task_sender(self) -> Callable[..., Any]:
+        send = super()._create_task_sender()
+        app = self.app
+
+        def send_task_message(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
+            result = send(producer, name, message, *args, **kwargs)
+            queue = kwargs.get("queue")
+            exchange = kwargs.get("exchange")
+            task_published.send(
+                sender=app,
+                headers=message.headers,
+                queue=getattr(queue, "name", queue),
+                routing_key=kwargs.get("routing_key"),
+                exchange=getattr(exchange, "name", exchange),
+            )
+            return result
+
+        return send_task_message
+
+
+class RecordingTask(Task):  # type: ignore[misc]
+    """Celery's Task; ``update_state`` is also reported, so progress reaches the timeline."""
+
+    def update_state(self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kwargs: Any) -> None:
+        super().update_state(task_id, state, meta, **kwargs)
+        task_state_updated.send(sender=self, task_id=task_id or self.request.id, state=state, meta=meta)
+
+
+def _worker_hostname(task: Any) -> str | None:
+    hostname = getattr(task.request, "hostname", None)
+    return str(hostname) if hostname else None
+
+
+class Recorder:
+    """Connects one app's signals to one timeline; :meth:`close` disconnects them all."""
+
+    def __init__(self, app: Celery, timeline: Timeline) -> None:
+        self.app = app
+        self.timeline = timeline
+        self._connections: list[tuple[Signal, Callable[..., None]]] = []
+        self._connect(task_published, self._on_published)
+        self._connect(signals.task_received, self._on_received)
+        self._connect(signals.task_prerun, self._on_prerun)
+        self._connect(task_state_updated, self._on_state)
+        self._connect(signals.task_retry, self._on_retry)
+        self._connect(signals.task_success, self._on_success)
+        self._connect(signals.task_failure, self._on_failure)
+        self._connect(signals.task_revoked, self._on_revoked)
+        self._connect(signals.task_unknown, self._on_unknown)
+        self._connect(signals.task_rejected, self._on_rejected)
+
+    def _connect(self, signal: Signal, receiver: Callable[..., None]) -> None:
+        signal.connect(receiver, weak=False)
+        self._connections.append((signal, receiver))
+
+    def close(self) -> None:
+        for signal, receiver in self._connections:
+            signal.disconnect(receiver)
+        self._connections.clear()
+
+    def _mine(self, sender: Any) -> bool:
+        return sender is self.app or getattr(sender, "app", None) is self.app
+
+    def _on_published(self, sender: Any = None, headers: Any = None, **kw: Any) -> None:
+        if sender is not self.app or not headers:
+            return
+        self.timeline.record(
+            "published",
+            str(headers.get("id")),
+            str(headers.get("task")),
+            queue=kw.get("queue"),
+            routing_key=kw.get("routing_key"),
+            exchange=kw.get("exchange"),
+            eta=headers.get("eta"),
+            expires=headers.get("expires"),
+            retries=headers.get("retries", 0),
+            caller_thread=threading.current_thread().name,
+        )
+
+    def _on_received(self, sender: Any = None, request: Any = None, **kw: Any) -> None:
+        if not self._mine(sender) or request is None:
+            return
+        self.timeline.record(
+            "received", request.id, request.name, request.hostname, eta=request.eta, queue=request.delivery_info.get("routing_key")
+        )
+
+    def _on_prerun(self, sender: Any = None, task_id: str = "", **kw: Any) -> None:
+        if self._mine(sender):
+            self.timeline.record(
+                "started", task_id, sender.name, _worker_hostname(sender),
+                eager=bool(sender.request.is_eager), retries=sender.request.retries,
+            )
+
+    def _on_state(self, sender: Any = None, task_id: str = "", state: Any = None, meta: Any = None, **kw: Any) -> None:
+        if self._mine(sender):
+            self.timeline.record("progress", task_id, sender.name, _worker_hostname(sender), state=state, meta=meta)
+
+    def _on_retry(self, sender: Any = None, request: Any = None, reason: Any = None, **kw: Any) -> None:
+        if self._mine(sender) and request is not None:
+            self.timeline.record("retried", request.id, sender.name, _worker_hostname(sender), reason=repr(reason))
+
+    def _on_success(self, sender: Any = None, result: Any = None, **kw: Any) -> None:
+        if self._mine(sender):
+            self.timeline.record("succeeded", sender.request.id, sender.name, _worker_hostname(sender), result=result)
+
+    def _on_failure(self, sender: Any = None, task_id: str = "", exception: BaseException | None = None, **kw: Any) -> None:
+        if self._mine(sender):
+            self.timeline.record(
+                "failed", task_id, sender.name, _worker_hostname(sender),
+                exception=type(exception).__name__ if exception else None, message=str(exception),
+            )
+
+    def _on_revoked(self, sender: Any = None, request: Any = None, **kw: Any) -> None:
+        if self._mine(sender) and request is not None:
+            self.timeline.record(
+                "revoked", request.id, sender.name, getattr(request, "hostname", None),
+                terminated=kw.get("terminated"), expired=kw.get("expired"),
+            )
+
+    def _on_unknown(self, sender: Any = None, name: str = "", id: str = "", **kw: Any) -> None:  # noqa: A002
+        if self._mine(sender):
+            self.timeline.record("unknown", id, name, getattr(sender, "hostname", None))
+
+    def _on_rejected(self, sender: Any = None, message: Any = None, exc: Any = None, **kw: Any) -> None:
+        if self._mine(sender) and message is not None:
+            headers = message.headers or {}
+            self.timeline.record("rejected", str(headers.get("id")), str(headers.get("task")), reason=repr(exc))

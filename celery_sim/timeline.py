@@ -1,0 +1,108 @@
+"""What happened to each task, in order: the contract between running scenarios and reporting."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any, Literal
+
+__all__ = ["Event", "EventKind", "KINDS", "Timeline", "TERMINAL_KINDS"]
+
+EventKind = Literal[
+    "published", "received", "started", "progress", "retried", "succeeded", "failed", "revoked", "unknown", "rejected"
+]
+KINDS: tuple[EventKind, ...] = (
+    "published", "received", "started", "progress", "retried", "succeeded", "failed", "revoked", "unknown", "rejected"
+)
+#: Kinds after which a task attempt does nothing more.
+TERMINAL_KINDS: frozenset[str] = frozenset({"succeeded", "failed", "revoked", "unknown", "rejected", "retried"})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened to one task, ``at`` seconds after the timeline started."""
+
+    kind: EventKind
+    task_id: str
+    name: str
+    at: float
+    hostname: str | None = None
+    thread: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Timeline:
+    """A thread-safe, append-only list of :class:`Event`, with waiting and live subscribers."""
+
+    def __init__(self, clock: Callable[[], float] = monotonic) -> None:
+        self._clock = clock
+        self._t0 = clock()
+        self._events: list[Event] = []
+        self._cond = threading.Condition()
+        self._subscribers: list[Callable[[Event], None]] = []
+
+    def now(self) -> float:
+        """Seconds since the timeline started, on the timeline's clock."""
+        return self._clock() - self._t0
+
+    def record(self, kind: EventKind, task_id: str, name: str, hostname: str | None = None, **data: Any) -> Event:
+        event = Event(kind, task_id, name, self.now(), hostname, threading.current_thread().name, data)
+        with self._cond:
+            self._events.append(event)
+            subscribers = list(self._subscribers)
+            self._cond.notify_all()
+        for subscriber in subscribers:
+            subscriber(event)
+        return event
+
+    def mark(self) -> int:
+        """A position: pass it as ``since`` to see only what happens after now."""
+        with self._cond:
+            return len(self._events)
+
+    def events(
+        self, task_id: str | None = None, kinds: Iterable[str] | None = None, since: int = 0
+    ) -> list[Event]:
+        wanted = None if kinds is None else frozenset(kinds)
+        with self._cond:
+            selected = self._events[since:]
+        return [
+            e for e in selected if (task_id is None or e.task_id == task_id) and (wanted is None or e.kind in wanted)
+        ]
+
+    def kinds(self, task_id: str) -> list[str]:
+        """The kinds of ``task_id``'s events, in order."""
+        return [e.kind for e in self.events(task_id)]
+
+    def first(self, task_id: str, kind: str) -> Event | None:
+        found = self.events(task_id, [kind])
+        return found[0] if found else None
+
+    def wait_for(self, predicate: Callable[[Event], bool], timeout: float, since: int = 0) -> Event | None:
+        """The first event from ``since`` on matching ``predicate``, waiting up to ``timeout`` seconds."""
+        deadline = monotonic() + timeout
+        position = since
+        with self._cond:
+            while True:
+                for event in self._events[position:]:
+                    if predicate(event):
+                        return event
+                position = len(self._events)
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback`` with every new event (from the recording thread); returns an unsubscriber."""
+        with self._cond:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._cond:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe

@@ -1,0 +1,147 @@
+"""A real Celery WorkController running in a thread, with a bounded start and stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from time import monotonic
+from typing import Any
+
+from celery import Celery
+from celery._state import _set_task_join_will_block
+from celery.concurrency import thread as thread_pool
+from celery.worker import WorkController
+
+from .errors import WorkerError
+
+__all__ = ["EmbeddedWorker"]
+
+log = logging.getLogger(__name__)
+
+
+class ThreadPool(thread_pool.TaskPool):  # type: ignore[misc]
+    """Celery's thread pool, whose threads start with the worker's app as their current app.
+
+    Celery's thread pool traces each task with ``current_app``, which is thread-local: a fresh
+    pool thread would otherwise fall back to the process default app, and two harnesses in one
+    process would run each other's tasks with the wrong app.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.executor.shutdown(wait=False)  # the parent's executor has started no thread yet
+        self.executor = ThreadPoolExecutor(
+            max_workers=self.limit,
+            thread_name_prefix="csim-pool",
+            initializer=self.app.set_current,
+        )
+
+
+class _Controller(WorkController):  # type: ignore[misc]
+    """WorkController that reports readiness (``worker_ready`` never fires when embedded)."""
+
+    def __init__(self, *args: Any, on_ready: Callable[[], None], **kwargs: Any) -> None:
+        self._on_ready = on_ready
+        super().__init__(*args, **kwargs)
+
+    def on_consumer_ready(self, consumer: Any) -> None:
+        self._on_ready()
+
+
+class EmbeddedWorker:
+    """One Celery worker (consumer + thread pool) in a background thread of this process.
+
+    ``wake`` is called after a stop request so that a consumer blocked on the broker returns at
+    once instead of after its drain timeout (Celery's blocking loop waits up to 2 s).
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        hostname: str,
+        queues: Sequence[str],
+        concurrency: int = 4,
+        wake: Callable[[], None] | None = None,
+        loglevel: str = "WARNING",
+    ) -> None:
+        if concurrency < 1:
+            raise WorkerError(f"concurrency={concurrency!r} must be at least 1")
+        self.app = app
+        self.hostname = hostname
+        self.queues = tuple(queues)
+        self.concurrency = concurrency
+        self._wake = wake
+        self._loglevel = loglevel
+        self._ready = threading.Event()
+        self._exited = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._controller: _Controller | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float) -> None:
+        """Start the worker and wait until it consumes, raising :class:`WorkerError` after ``timeout``."""
+        if self._thread is not None:
+            raise WorkerError(f"worker {self.hostname} was already started")
+        self._controller = _Controller(
+            app=self.app,
+            hostname=self.hostname,
+            pool=ThreadPool,
+            concurrency=self.concurrency,
+            queues=list(self.queues),
+            loglevel=self._loglevel,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            on_ready=self._ready.set,
+        )
+        self._thread = threading.Thread(target=self._run, name=f"csim-worker-{self.hostname}", daemon=True)
+        self._thread.start()
+        deadline = monotonic() + timeout
+        while not self._ready.is_set():
+            if self._exited.is_set():
+                raise WorkerError(f"worker {self.hostname} exited while starting: {self._error!r}") from self._error
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                self.stop(timeout=1.0)
+                raise WorkerError(
+                    f"worker {self.hostname} was not consuming after {timeout:g}s; "
+                    "is the broker reachable? (raise --timeout if it is slow)"
+                )
+            self._ready.wait(min(remaining, 0.05))
+        # Starting a pool marks the whole process as "inside a worker", which makes every
+        # result.get() raise; the caller side of this process is not a worker.
+        _set_task_join_will_block(False)
+
+    def _run(self) -> None:
+        assert self._controller is not None
+        self.app.set_current()
+        try:
+            self._controller.start()
+        except BaseException as exc:  # reported by start()/stop(), never lost
+            self._error = exc
+            log.exception("embedded worker %s crashed", self.hostname)
+        finally:
+            self._exited.set()
+
+    def stop(self, timeout: float) -> None:
+        """Stop consuming, finish running tasks and join, raising :class:`WorkerError` after ``timeout``."""
+        if self._thread is None or self._controller is None:
+            return
+        if self._thread.is_alive():
+            self._controller.stop()
+            if self._wake is not None:
+                self._wake()
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise WorkerError(
+                f"worker {self.hostname} did not stop within {timeout:g}s; a task is probably still "
+                "running (tasks on a thread pool cannot be killed)"
+            )
+        self._thread = None

@@ -1,0 +1,1 @@
+"""Demo Celery tasks and the scenarios that exercise them."""

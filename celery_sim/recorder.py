@@ -55,11 +55,6 @@ class RecordingTask(Task):  # type: ignore[misc]
         task_state_updated.send(sender=self, task_id=task_id or self.request.id, state=state, meta=meta)
 
 
-def _worker_hostname(task: Any) -> str | None:
-    hostname = getattr(task.request, "hostname", None)
-    return str(hostname) if hostname else None
-
-
 class Recorder:
     """Connects one app's signals to one timeline; :meth:`close` disconnects them all."""
 
@@ -67,6 +62,9 @@ class Recorder:
         self.app = app
         self.timeline = timeline
         self._connections: list[tuple[Signal, Callable[..., None]]] = []
+        # Node name of the worker that received each task. request.hostname is no substitute: on
+        # the thread pool Celery sets it to the machine's host name.
+        self._receivers: dict[str, str] = {}
         self._connect(task_published, self._on_published)
         self._connect(signals.task_received, self._on_received)
         self._connect(signals.task_prerun, self._on_prerun)
@@ -86,6 +84,9 @@ class Recorder:
         for signal, receiver in self._connections:
             signal.disconnect(receiver)
         self._connections.clear()
+
+    def _hostname(self, task_id: str | None) -> str | None:
+        return self._receivers.get(task_id or "")
 
     def _mine(self, sender: Any) -> bool:
         return sender is self.app or getattr(sender, "app", None) is self.app
@@ -109,6 +110,7 @@ class Recorder:
     def _on_received(self, sender: Any = None, request: Any = None, **kw: Any) -> None:
         if not self._mine(sender) or request is None:
             return
+        self._receivers[request.id] = request.hostname
         self.timeline.record(
             "received", request.id, request.name, request.hostname, eta=request.eta, queue=request.delivery_info.get("routing_key")
         )
@@ -116,33 +118,33 @@ class Recorder:
     def _on_prerun(self, sender: Any = None, task_id: str = "", **kw: Any) -> None:
         if self._mine(sender):
             self.timeline.record(
-                "started", task_id, sender.name, _worker_hostname(sender),
+                "started", task_id, sender.name, self._hostname(task_id),
                 eager=bool(sender.request.is_eager), retries=sender.request.retries,
             )
 
     def _on_state(self, sender: Any = None, task_id: str = "", state: Any = None, meta: Any = None, **kw: Any) -> None:
         if self._mine(sender):
-            self.timeline.record("progress", task_id, sender.name, _worker_hostname(sender), state=state, meta=meta)
+            self.timeline.record("progress", task_id, sender.name, self._hostname(task_id), state=state, meta=meta)
 
     def _on_retry(self, sender: Any = None, request: Any = None, reason: Any = None, **kw: Any) -> None:
         if self._mine(sender) and request is not None:
-            self.timeline.record("retried", request.id, sender.name, _worker_hostname(sender), reason=repr(reason))
+            self.timeline.record("retried", request.id, sender.name, self._hostname(request.id), reason=repr(reason))
 
     def _on_success(self, sender: Any = None, result: Any = None, **kw: Any) -> None:
         if self._mine(sender):
-            self.timeline.record("succeeded", sender.request.id, sender.name, _worker_hostname(sender), result=result)
+            self.timeline.record("succeeded", sender.request.id, sender.name, self._hostname(sender.request.id), result=result)
 
     def _on_failure(self, sender: Any = None, task_id: str = "", exception: BaseException | None = None, **kw: Any) -> None:
         if self._mine(sender):
             self.timeline.record(
-                "failed", task_id, sender.name, _worker_hostname(sender),
+                "failed", task_id, sender.name, self._hostname(task_id),
                 exception=type(exception).__name__ if exception else None, message=str(exception),
             )
 
     def _on_revoked(self, sender: Any = None, request: Any = None, **kw: Any) -> None:
         if self._mine(sender) and request is not None:
             self.timeline.record(
-                "revoked", request.id, sender.name, getattr(request, "hostname", None),
+                "revoked", request.id, sender.name, self._hostname(request.id),
                 terminated=kw.get("terminated"), expired=kw.get("expired"),
             )
 

@@ -1,0 +1,83 @@
+"""Why is a task not done? Answers from the timeline, the workers and the broker."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from celery.backends.base import DisabledBackend
+
+if TYPE_CHECKING:
+    from .harness import Harness
+
+__all__ = ["FINAL_KINDS", "diagnose_pending", "diagnose_task"]
+
+#: Kinds after which a task will do nothing more (a retry is followed by a new publish).
+FINAL_KINDS = frozenset({"succeeded", "failed", "revoked", "unknown", "rejected"})
+
+
+def diagnose_task(harness: Harness, task_id: str) -> str:
+    """One sentence saying where ``task_id`` is stuck and what would unstick it."""
+    app = harness.app
+    timeline = harness.timeline
+    if isinstance(app.backend, DisabledBackend):
+        return (
+            "result backend disabled: the app has no result_backend, so get() can never see a result; "
+            "configure result_backend (or do not wait for results)"
+        )
+    events = timeline.events(task_id)
+    published = next((e for e in events if e.kind == "published"), None)
+    if published is None:
+        return f"task {task_id} was never published by this run: wrong id, or sent through another app"
+    name = published.name
+    queue = str(published.data.get("queue") or "")
+    logical = harness.ns.logical(queue)
+    kinds = [e.kind for e in events]
+    last = events[-1]
+    if "unknown" in kinds:
+        return (
+            f"unregistered task: worker {last.hostname} received {name!r} but has no task by that name and "
+            "discarded the message; import the task's module in the worker (include=...) or fix the name"
+        )
+    if "rejected" in kinds:
+        return f"worker {last.hostname} rejected the message of {name!r}: {last.data.get('reason')}"
+    if "received" not in kinds:
+        consumers = harness.consumers_of(queue)
+        waiting = harness.queue_size(queue)
+        waiting_text = "unknown" if waiting is None else str(waiting)
+        if not consumers:
+            return (
+                f"no worker consumes queue {logical!r}: {name!r} was routed there and waits "
+                f"({waiting_text} message(s) in the queue); start a worker with -Q {logical} or change the route"
+            )
+        return (
+            f"queue {logical!r} is consumed by {', '.join(consumers)} but {name!r} has not been taken yet "
+            f"({waiting_text} waiting): every worker is busy or its prefetch window is full"
+        )
+    if last.kind == "received":
+        eta = last.data.get("eta")
+        if eta:
+            return f"worker {last.hostname} holds {name!r} until its ETA {eta}"
+        return f"worker {last.hostname} received {name!r} but has not started it: all pool slots busy, or rate-limited"
+    if last.kind in ("started", "progress"):
+        started = next(e for e in events if e.kind == "started")
+        running_for = timeline.now() - started.at
+        return f"{name!r} is still running on {last.hostname} ({running_for:.2f}s so far): it takes longer than the wait allowed"
+    if last.kind == "retried":
+        return f"{name!r} raised and scheduled a retry ({last.data.get('reason')}); the retry has not run yet"
+    if last.kind == "published":
+        return f"{name!r} was re-published (retry or ETA) to {logical!r} and not yet taken"
+    return f"{name!r} ended ({last.kind}) on {last.hostname}, but the caller did not get its result from the backend"
+
+
+def diagnose_pending(harness: Harness, since: int) -> str | None:
+    """Diagnoses of every task published since timeline mark ``since`` that has not ended, or None."""
+    timeline = harness.timeline
+    pending: dict[str, None] = {}
+    for event in timeline.events(since=since):
+        if event.kind == "published":
+            pending[event.task_id] = None
+        elif event.kind in FINAL_KINDS:
+            pending.pop(event.task_id, None)
+    if not pending:
+        return None
+    return "; ".join(diagnose_task(harness, task_id) for task_id in pending)

@@ -1,0 +1,234 @@
+"""Runs scenarios against a harness, each within its deadline, and collects their results."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Protocol
+
+from .diagnose import diagnose_pending
+from .errors import CelerySimError
+from .harness import Harness
+from .scenario import Check, Context, Scenario, ScenarioResult, SkipScenario, Status, WaitTimeout
+
+__all__ = ["RunObserver", "RunReport", "Runner", "ScenarioCancelled"]
+
+log = logging.getLogger(__name__)
+
+#: How long a scenario may run past its deadline to report its own timeout before the watchdog acts.
+REPORT_MARGIN_S = 0.5
+#: How long a cancelled scenario thread gets to unwind before the harness is rebuilt.
+CANCEL_GRACE_S = 2.0
+
+
+class ScenarioCancelled(BaseException):
+    """Raised inside a scenario's thread by the watchdog (a BaseException, so ``except Exception`` won't swallow it)."""
+
+
+class RunObserver(Protocol):
+    """Receives the run's progress; called from the runner's and the scenarios' threads."""
+
+    def run_started(self, scenarios: Sequence[Scenario], broker: str) -> None: ...
+    def scenario_started(self, scenario: Scenario) -> None: ...
+    def scenario_progress(self, scenario: Scenario, label: str, current: int, total: int) -> None: ...
+    def scenario_finished(self, result: ScenarioResult) -> None: ...
+
+
+@dataclass
+class RunReport:
+    broker: str
+    results: list[ScenarioResult] = field(default_factory=list)
+    duration_s: float = 0.0
+    interrupted: bool = False
+    not_run: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in Status}
+        for result in self.results:
+            counts[result.status.value] += 1
+        return counts
+
+    @property
+    def ok(self) -> bool:
+        """True when every scenario passed or was skipped, and the run was not interrupted."""
+        return not self.interrupted and all(r.status in (Status.PASSED, Status.SKIPPED) for r in self.results)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "broker": self.broker,
+            "scenarios": [r.to_json() for r in self.results],
+            "summary": {k: v for k, v in self.counts().items()},
+        }
+
+
+def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """Ask ``thread`` to raise ``exc_type`` at its next Python instruction (it cannot interrupt a C call)."""
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+
+
+class _Attempt:
+    """One scenario running in its own thread, so that the runner can stop waiting for it."""
+
+    def __init__(self, harness: Harness, ctx: Context) -> None:
+        self.harness = harness
+        self.ctx = ctx
+        self.done = threading.Event()
+        self.status = Status.ERROR
+        self.diagnosis: str | None = None
+        self.thread = threading.Thread(target=self._run, name=f"csim-scenario-{ctx.scenario.name}", daemon=True)
+
+    def _run(self) -> None:
+        self.harness.app.set_current()
+        try:
+            self.ctx.scenario.fn(self.ctx)
+            self.status = Status.PASSED
+        except SkipScenario as exc:
+            self.status, self.diagnosis = Status.SKIPPED, str(exc)
+        except WaitTimeout as exc:
+            self.status, self.diagnosis = Status.TIMEOUT, exc.diagnosis
+        except ScenarioCancelled:
+            self.status = Status.TIMEOUT
+        except Exception as exc:
+            self.status = Status.ERROR
+            self.diagnosis = f"{type(exc).__name__}: {exc}"
+            log.debug("scenario %s raised\n%s", self.ctx.scenario.name, traceback.format_exc())
+        finally:
+            try:
+                self.ctx.close()
+            except CelerySimError as exc:
+                self.diagnosis = f"{self.diagnosis or ''} (cleanup: {exc})".strip()
+            self.done.set()
+
+
+class Runner:
+    """Runs scenarios one after another on one harness, rebuilt if a scenario leaves it unusable.
+
+    ``timeout`` overrides every scenario's own deadline; ``run_timeout`` bounds the whole run
+    (scenarios not started by then are reported as skipped).
+    """
+
+    def __init__(
+        self,
+        make_harness: Callable[[], Harness],
+        observer: RunObserver | None = None,
+        *,
+        timeout: float | None = None,
+        default_timeout: float = 10.0,
+        run_timeout: float | None = None,
+    ) -> None:
+        self._make_harness = make_harness
+        self._observer = observer
+        self._timeout = timeout
+        self._default_timeout = default_timeout
+        self._run_timeout = run_timeout
+        self._harness: Harness | None = None
+
+    def run(self, scenarios: Sequence[Scenario]) -> RunReport:
+        started = monotonic()
+        run_deadline = None if self._run_timeout is None else started + self._run_timeout
+        harness = self._make_harness()
+        report = RunReport(broker=harness.broker_label)
+        if self._observer:
+            self._observer.run_started(scenarios, report.broker)
+        try:
+            for index, item in enumerate(scenarios):
+                if run_deadline is not None and monotonic() >= run_deadline:
+                    self._finish(report, self._skipped(item, f"run deadline ({self._run_timeout:g}s) passed before it started"))
+                    continue
+                try:
+                    harness = self._ensure_started(harness)
+                except Exception as exc:
+                    self._finish(report, ScenarioResult(item.name, item.summary, Status.ERROR, 0.0, diagnosis=f"harness did not start: {exc}"))
+                    harness = self._make_harness()
+                    continue
+                try:
+                    result, usable = self._run_one(harness, item)
+                except KeyboardInterrupt:
+                    report.interrupted = True
+                    report.not_run = [s.name for s in scenarios[index:]]
+                    break
+                self._finish(report, result)
+                if not usable:
+                    self._stop(harness)
+                    harness = self._make_harness()
+        finally:
+            self._stop(harness)
+            report.duration_s = monotonic() - started
+        return report
+
+    def _finish(self, report: RunReport, result: ScenarioResult) -> None:
+        report.results.append(result)
+        if self._observer:
+            self._observer.scenario_finished(result)
+
+    @staticmethod
+    def _skipped(item: Scenario, reason: str) -> ScenarioResult:
+        return ScenarioResult(item.name, item.summary, Status.SKIPPED, 0.0, diagnosis=reason)
+
+    @staticmethod
+    def _ensure_started(harness: Harness) -> Harness:
+        if not harness.running:
+            harness.start()
+        return harness
+
+    @staticmethod
+    def _stop(harness: Harness) -> None:
+        try:
+            harness.stop()
+        except CelerySimError as exc:
+            log.warning("harness did not stop cleanly: %s", exc)
+
+    def _run_one(self, harness: Harness, item: Scenario) -> tuple[ScenarioResult, bool]:
+        """Run ``item``; returns its result and whether the harness is still fit for the next one."""
+        limit = self._timeout or item.timeout or self._default_timeout
+        started = monotonic()
+        observer = self._observer
+
+        def on_progress(label: str, current: int, total: int) -> None:
+            if observer:
+                observer.scenario_progress(item, label, current, total)
+
+        ctx = Context(harness, item, deadline=started + limit, on_progress=on_progress)
+        attempt = _Attempt(harness, ctx)
+        if observer:
+            observer.scenario_started(item)
+        attempt.thread.start()
+        usable = True
+        try:
+            finished = attempt.done.wait(limit + REPORT_MARGIN_S)
+        except KeyboardInterrupt:
+            self._cancel(attempt)
+            raise
+        if not finished:
+            diagnosis = diagnose_pending(harness, ctx.since) or "the scenario's own code did not return (no task of it was pending)"
+            usable = self._cancel(attempt)
+            attempt.status = Status.TIMEOUT
+            attempt.diagnosis = f"deadline {limit:g}s passed: {diagnosis}"
+            if not usable:
+                attempt.diagnosis += "; the scenario did not stop when cancelled, so the harness was rebuilt"
+        checks: list[Check] = list(ctx.checks)
+        status = attempt.status
+        if status is Status.PASSED:
+            if not checks:
+                status, attempt.diagnosis = Status.ERROR, "the scenario made no checks (a scenario must verify something)"
+            elif not all(c.passed for c in checks):
+                status = Status.FAILED
+        if usable:
+            leftover = harness.purge()
+            if leftover:
+                log.debug("purged %d message(s) left by %s", leftover, item.name)
+        events = harness.timeline.events(since=ctx.since)
+        return ScenarioResult(item.name, item.summary, status, monotonic() - started, checks, attempt.diagnosis, events), usable
+
+    @staticmethod
+    def _cancel(attempt: _Attempt) -> bool:
+        """Stop a scenario thread; returns False if it would not stop (the harness is then unfit)."""
+        _raise_in_thread(attempt.thread, ScenarioCancelled)
+        attempt.done.wait(CANCEL_GRACE_S)
+        return attempt.done.is_set()

@@ -1,0 +1,273 @@
+"""Scenarios: named functions that drive a harness and record checks (expected vs observed)."""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult
+
+from .errors import CelerySimError, UnknownScenarioError
+
+if TYPE_CHECKING:
+    from .harness import Harness
+    from .timeline import Event, Timeline
+    from .worker import EmbeddedWorker
+
+__all__ = [
+    "Check",
+    "Context",
+    "REGISTRY",
+    "Registry",
+    "Scenario",
+    "ScenarioResult",
+    "SkipScenario",
+    "Status",
+    "WaitTimeout",
+    "scenario",
+]
+
+
+class Status(str, enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: containers kept, anything else by ``repr``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=repr)
+    if isinstance(value, type):
+        return value.__name__
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verified statement: what was expected, what was observed, and whether they agree."""
+
+    name: str
+    passed: bool
+    expected: Any
+    observed: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "expected": jsonable(self.expected), "observed": jsonable(self.observed)}
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    summary: str
+    status: Status
+    duration_s: float
+    checks: list[Check] = field(default_factory=list)
+    diagnosis: str | None = None
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "status": self.status.value,
+            "duration_s": round(self.duration_s, 4),
+            "checks": [c.to_json() for c in self.checks],
+            "diagnosis": self.diagnosis,
+        }
+
+
+class SkipScenario(CelerySimError):
+    """Raised by a scenario that cannot run here; the reason is shown to the user."""
+
+
+class WaitTimeout(CelerySimError):
+    """A bounded wait ended before the task did; ``diagnosis`` says why it was stuck."""
+
+    def __init__(self, diagnosis: str) -> None:
+        super().__init__(diagnosis)
+        self.diagnosis = diagnosis
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """The outcome of a guarded wait: a value, or the diagnosis of why there was none."""
+
+    value: Any = None
+    diagnosis: str | None = None
+    waited_s: float = 0.0
+
+    @property
+    def timed_out(self) -> bool:
+        return self.diagnosis is not None
+
+
+class Context:
+    """What a scenario gets: the harness, its deadline, and the record of its checks."""
+
+    def __init__(
+        self,
+        harness: Harness,
+        scenario: Scenario,
+        deadline: float,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        self.harness = harness
+        self.scenario = scenario
+        self.deadline = deadline
+        self.checks: list[Check] = []
+        self.since = harness.timeline.mark()
+        self._on_progress = on_progress
+        self._workers: list[EmbeddedWorker] = []
+
+    @property
+    def app(self) -> Any:
+        return self.harness.app
+
+    @property
+    def timeline(self) -> Timeline:
+        return self.harness.timeline
+
+    def remaining(self) -> float:
+        """Seconds left before this scenario's deadline (never negative)."""
+        return max(0.0, self.deadline - monotonic())
+
+    def queue(self, name: str) -> str:
+        """This run's name for logical queue ``name`` (use it wherever Celery takes a queue name)."""
+        return self.harness.queue(name)
+
+    def check(self, name: str, expected: Any, observed: Any, *, passed: bool | None = None) -> bool:
+        """Record a check; it passes when ``observed == expected`` unless ``passed`` says otherwise."""
+        ok = (observed == expected) if passed is None else bool(passed)
+        self.checks.append(Check(name, ok, expected, observed))
+        return ok
+
+    def events(self, task_id: str | None = None, kinds: Iterable[str] | None = None) -> list[Event]:
+        """Timeline events since this scenario started."""
+        return self.timeline.events(task_id, kinds, since=self.since)
+
+    def ran_on(self, task_id: str) -> str | None:
+        """Node name of the worker that received ``task_id`` (None if no worker did)."""
+        event = self.timeline.first(task_id, "received")
+        return event.hostname if event else None
+
+    def wait(self, result: AsyncResult, timeout: float | None = None, propagate: bool = True) -> Any:
+        """``result.get()`` bounded by ``timeout`` and the deadline; raises :class:`WaitTimeout` with a diagnosis."""
+        guarded = self.guard(result, timeout, propagate=propagate)
+        if guarded.diagnosis is not None:
+            raise WaitTimeout(guarded.diagnosis)
+        return guarded.value
+
+    def guard(self, result: AsyncResult, timeout: float | None = None, propagate: bool = True) -> Guarded:
+        """Like :meth:`wait`, but a timeout is returned as a diagnosis instead of raised."""
+        from .diagnose import diagnose_task
+
+        limit = self.remaining() if timeout is None else min(timeout, self.remaining())
+        started = monotonic()
+        try:
+            value = result.get(timeout=limit, propagate=propagate, interval=0.05)
+        except CeleryTimeoutError:
+            return Guarded(diagnosis=diagnose_task(self.harness, result.id), waited_s=monotonic() - started)
+        return Guarded(value=value, waited_s=monotonic() - started)
+
+    def progress(self, label: str, current: int, total: int) -> None:
+        """Report progress of something the scenario watches (shown live by the runner)."""
+        if self._on_progress is not None:
+            self._on_progress(label, current, total)
+
+    def start_worker(self, queues: Iterable[str], *, name: str, concurrency: int = 1) -> EmbeddedWorker:
+        """Start an extra worker for this scenario only (stopped when the scenario ends)."""
+        worker = self.harness.start_worker(list(queues), name=name, concurrency=concurrency)
+        self._workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        """Stop the workers this scenario started."""
+        while self._workers:
+            self.harness.stop_worker(self._workers.pop())
+
+    @staticmethod
+    def skip(reason: str) -> None:
+        raise SkipScenario(reason)
+
+
+ScenarioFn = Callable[[Context], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    fn: ScenarioFn = field(compare=False)
+    timeout: float | None = None
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+class Registry:
+    """Scenarios by dotted name (``family.case``), in registration order."""
+
+    def __init__(self) -> None:
+        self._scenarios: dict[str, Scenario] = {}
+
+    def add(self, item: Scenario) -> Scenario:
+        if "." not in item.name:
+            raise ValueError(f"scenario name {item.name!r} must be dotted: 'family.case'")
+        if item.name in self._scenarios and self._scenarios[item.name].fn is not item.fn:
+            raise ValueError(f"scenario {item.name!r} is registered twice")
+        self._scenarios[item.name] = item
+        return item
+
+    def all(self) -> list[Scenario]:
+        return list(self._scenarios.values())
+
+    def families(self) -> list[str]:
+        return list(dict.fromkeys(s.family for s in self._scenarios.values()))
+
+    def select(self, selectors: Iterable[str]) -> list[Scenario]:
+        """Scenarios named by ``selectors`` (a scenario name or a family name each), without repeats."""
+        chosen: dict[str, Scenario] = {}
+        for selector in selectors:
+            matched = [s for s in self._scenarios.values() if s.name == selector or s.family == selector]
+            if not matched:
+                choices = list(self._scenarios) + self.families()
+                close = difflib.get_close_matches(selector, choices, n=3, cutoff=0.5)
+                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                raise UnknownScenarioError(
+                    f"no scenario or family named {selector!r}.{hint} "
+                    "Run 'python -m celery_sim list' to see the catalog."
+                )
+            chosen.update((s.name, s) for s in matched)
+        return list(chosen.values())
+
+
+REGISTRY = Registry()
+
+
+def scenario(name: str, summary: str, *, timeout: float | None = None) -> Callable[[ScenarioFn], ScenarioFn]:
+    """Register the decorated function as scenario ``name`` in the catalog."""
+
+    def register(fn: ScenarioFn) -> ScenarioFn:
+        REGISTRY.add(Scenario(name, summary, fn, timeout))
+        return fn
+
+    return register

@@ -1,0 +1,53 @@
+"""Progress: what a caller polling result.state and result.info really sees."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery.result import AsyncResult
+
+from celery_sim.scenario import Context, scenario
+from demos.progress.tasks import process_items
+
+LIFECYCLE = ["PENDING", "STARTED", "PROGRESS", "SUCCESS"]
+TOTAL = 8
+
+
+def _in_lifecycle_order(states: list[str]) -> bool:
+    ranks = [LIFECYCLE.index(s) if s in LIFECYCLE else -1 for s in states]
+    return -1 not in ranks and ranks == sorted(ranks)
+
+
+@scenario("progress.states", "update_state('PROGRESS') reaches a polling caller: PENDING, STARTED, PROGRESS..., SUCCESS")
+def states(ctx: Context) -> None:
+    ctx.check("an id no worker has seen reads PENDING (PENDING means 'unknown')", "PENDING", AsyncResult(str(uuid.uuid4()), app=ctx.app).state)
+    # Published before any worker consumes its queue, so it is certainly still PENDING when read.
+    result = process_items.apply_async(args=(TOTAL,), queue=ctx.queue("progress"))
+    observed: list[str] = [result.state]
+    currents: list[int] = []
+    ctx.start_worker(["progress"], name="progress")
+    position = ctx.timeline.mark()
+    while True:
+        state, info = result.state, result.info
+        if state != observed[-1]:
+            observed.append(state)
+        if state == "PROGRESS" and isinstance(info, dict):
+            current = int(info.get("current", 0))
+            if not currents or current != currents[-1]:
+                currents.append(current)
+                ctx.progress("process_items", current, int(info.get("total", TOTAL)))
+        if state in ("SUCCESS", "FAILURE") or ctx.remaining() <= 0:
+            break
+        # Wake on the task's next event (or after 5 ms, as a polling client would), then read again.
+        event = ctx.timeline.wait_for(lambda e: e.task_id == result.id, timeout=0.005, since=position)
+        position = ctx.timeline.mark() if event else position
+    final: Any = ctx.wait(result)
+    ctx.check("states seen by the caller are in lifecycle order", " -> ".join(LIFECYCLE), " -> ".join(observed), passed=_in_lifecycle_order(observed))
+    ctx.check("caller saw each state (track_started=True gives STARTED)", LIFECYCLE, [s for s in LIFECYCLE if s in observed])
+    # A poller may miss the last PROGRESS: SUCCESS overwrites it as soon as the task returns.
+    ctx.check("PROGRESS info seen by the caller counts up", "increasing, within 1..%d" % TOTAL, currents,
+              passed=bool(currents) and currents == sorted(set(currents)) and currents[-1] <= TOTAL)
+    reported = [e.data["meta"]["current"] for e in ctx.events(result.id, ["progress"])]
+    ctx.check("worker reported every step, in order", list(range(1, TOTAL + 1)), reported)
+    ctx.check("final result", {"current": TOTAL, "total": TOTAL, "status": "done"}, final)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import BrokerError
@@ -33,6 +34,7 @@ class Endpoints:
     result_backend: str
     wake: Callable[[], None]
     close: Callable[[], None]
+    transport_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Broker(ABC):
@@ -46,6 +48,9 @@ class Broker(ABC):
     @abstractmethod
     def open(self, run_id: str) -> Endpoints:
         """Endpoints private to ``run_id``, ready to connect to."""
+
+    def preflight(self, timeout: float = 3.0) -> None:
+        """Raise :class:`BrokerError` within about ``timeout`` seconds if the broker cannot be reached."""
 
 
 class MemoryBroker(Broker):
@@ -77,8 +82,12 @@ class FakeRedisBroker(Broker):
         from .embedded.fakeredis_server import FakeRedisServer
 
         server = FakeRedisServer.start(run_id)
-        url = server.url
-        return Endpoints(broker_url=url, result_backend=url, wake=lambda: None, close=server.stop)
+        return Endpoints(
+            broker_url=server.url,
+            result_backend=server.backend_url,
+            wake=lambda: None,
+            close=server.stop,
+        )
 
 
 class UrlBroker(Broker):
@@ -95,6 +104,21 @@ class UrlBroker(Broker):
 
     def open(self, run_id: str) -> Endpoints:
         return Endpoints(broker_url=self.url, result_backend=self.result_backend, wake=lambda: None, close=lambda: None)
+
+    def preflight(self, timeout: float = 3.0) -> None:
+        from kombu import Connection
+
+        for role, url in (("broker", self.url), ("result backend", self.result_backend)):
+            if not url.startswith(URL_SCHEMES):
+                continue  # rpc://, db+...: reached through the broker or a local file
+            try:
+                with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
+                    conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+            except Exception as exc:
+                raise BrokerError(
+                    f"cannot reach the {role} at {mask_url(url)}: {mask_url(str(exc)) or type(exc).__name__}. "
+                    "Is it running, and are host, port and credentials right?"
+                ) from None
 
 
 #: Brokers chosen by name with ``--broker``.

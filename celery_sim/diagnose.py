@@ -42,8 +42,7 @@ def diagnose_task(harness: Harness, task_id: str) -> str:
         return f"worker {last.hostname} rejected the message of {name!r}: {last.data.get('reason')}"
     if "received" not in kinds:
         consumers = harness.consumers_of(queue)
-        waiting = harness.queue_size(queue)
-        waiting_text = "unknown" if waiting is None else str(waiting)
+        waiting_text = str(harness.queue_size(queue))
         if not consumers:
             return (
                 f"no worker consumes queue {logical!r}: {name!r} was routed there and waits "

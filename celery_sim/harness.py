@@ -112,6 +112,7 @@ class Harness:
             worker_hijack_root_logger=False,
             worker_redirect_stdouts=False,
             broker_connection_retry_on_startup=False,
+            broker_transport_options=dict(endpoints.transport_options),
             **self.config.extra_conf,
         )
         if self.config.configure is not None:
@@ -122,12 +123,10 @@ class Harness:
     def stop(self) -> None:
         """Stop every worker, purge this run's queues and release the broker; safe to call twice."""
         errors: list[str] = []
-        for worker in reversed(self._workers):
-            try:
-                worker.stop(self.config.stop_timeout)
-            except WorkerError as exc:
-                errors.append(str(exc))
-        self._workers.clear()
+        try:
+            self.stop_workers(list(self._workers))
+        except WorkerError as exc:
+            errors.append(str(exc))
         if self._app is not None:
             try:
                 self.purge()
@@ -196,10 +195,20 @@ class Harness:
         worker.start(self.config.start_timeout)
         return worker
 
-    def stop_worker(self, worker: EmbeddedWorker) -> None:
-        if worker in self._workers:
-            self._workers.remove(worker)
-        worker.stop(self.config.stop_timeout)
+    def stop_workers(self, workers: Sequence[EmbeddedWorker]) -> None:
+        """Stop ``workers`` together (each waits on its broker at most once, in parallel)."""
+        for worker in workers:
+            if worker in self._workers:
+                self._workers.remove(worker)
+            worker.request_stop()
+        errors: list[str] = []
+        for worker in workers:
+            try:
+                worker.stop(self.config.stop_timeout)
+            except WorkerError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise WorkerError("; ".join(errors))
 
     def consumers_of(self, queue: str) -> list[str]:
         """Hostnames of the running workers that consume ``queue`` (a run queue name)."""
@@ -214,14 +223,17 @@ class Harness:
         names.update(str(e.data.get("queue")) for e in self.timeline.events(kinds=["published"]) if e.data.get("queue"))
         return sorted(n for n in names if self.ns.owns(n))
 
-    def queue_size(self, queue: str) -> int | None:
-        """Messages waiting in ``queue`` (a run queue name), or None if the broker has no such queue."""
+    def queue_size(self, queue: str) -> int:
+        """Messages waiting in ``queue`` (a run queue name).
+
+        A queue the broker does not know holds no message (on Redis an empty queue does not exist).
+        """
         with self.app.connection_for_read() as conn:
             channel = conn.channel()
             try:
                 return int(channel.queue_declare(queue, passive=True).message_count)
             except ChannelError:
-                return None
+                return 0
             finally:
                 channel.close()
 

@@ -200,8 +200,8 @@ class Context:
 
     def close(self) -> None:
         """Stop the workers this scenario started."""
-        while self._workers:
-            self.harness.stop_worker(self._workers.pop())
+        workers, self._workers = self._workers, []
+        self.harness.stop_workers(workers)
 
     @staticmethod
     def skip(reason: str) -> None:

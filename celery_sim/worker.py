@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,10 +45,19 @@ class _Controller(WorkController):  # type: ignore[misc]
 
     def __init__(self, *args: Any, on_ready: Callable[[], None], **kwargs: Any) -> None:
         self._on_ready = on_ready
+        self.crash: BaseException | None = None
         super().__init__(*args, **kwargs)
 
     def on_consumer_ready(self, consumer: Any) -> None:
         self._on_ready()
+
+    def stop(self, in_sighandler: bool = False, exitcode: int | None = None) -> None:
+        # WorkController.start() logs an unrecoverable error and calls stop() from its except
+        # block, so the error is still in sys.exc_info() here: keep it for the caller.
+        error = sys.exc_info()[1]
+        if self.crash is None and isinstance(error, Exception):
+            self.crash = error
+        super().stop(in_sighandler=in_sighandler, exitcode=exitcode)
 
 
 class EmbeddedWorker:
@@ -80,6 +90,7 @@ class EmbeddedWorker:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._controller: _Controller | None = None
+        self._stop_requested = False
 
     @property
     def running(self) -> bool:
@@ -99,6 +110,10 @@ class EmbeddedWorker:
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,
+            # kombu's event loop (Hub) is one per process: two embedded workers on an async
+            # transport (Redis, AMQP) would share it, and stopping one closes it for both. Each
+            # embedded worker therefore runs Celery's blocking consumer loop instead.
+            use_eventloop=False,
             on_ready=self._ready.set,
         )
         self._thread = threading.Thread(target=self._run, name=f"csim-worker-{self.hostname}", daemon=True)
@@ -106,7 +121,8 @@ class EmbeddedWorker:
         deadline = monotonic() + timeout
         while not self._ready.is_set():
             if self._exited.is_set():
-                raise WorkerError(f"worker {self.hostname} exited while starting: {self._error!r}") from self._error
+                cause = self._error or self._controller.crash
+                raise WorkerError(f"worker {self.hostname} exited while starting: {cause!r}") from cause
             remaining = deadline - monotonic()
             if remaining <= 0:
                 self.stop(timeout=1.0)
@@ -130,15 +146,22 @@ class EmbeddedWorker:
         finally:
             self._exited.set()
 
-    def stop(self, timeout: float) -> None:
-        """Stop consuming, finish running tasks and join, raising :class:`WorkerError` after ``timeout``."""
-        if self._thread is None or self._controller is None:
+    def request_stop(self) -> None:
+        """Ask the worker to stop (warm: running tasks finish) without waiting for it."""
+        if self._thread is None or self._controller is None or self._stop_requested:
             return
+        self._stop_requested = True
         if self._thread.is_alive():
             self._controller.stop()
             if self._wake is not None:
                 self._wake()
-            self._thread.join(timeout)
+
+    def stop(self, timeout: float) -> None:
+        """Stop consuming, finish running tasks and join, raising :class:`WorkerError` after ``timeout``."""
+        if self._thread is None:
+            return
+        self.request_stop()
+        self._thread.join(timeout)
         if self._thread.is_alive():
             raise WorkerError(
                 f"worker {self.hostname} did not stop within {timeout:g}s; a task is probably still "

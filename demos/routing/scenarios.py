@@ -48,7 +48,9 @@ def unconsumed_queue(ctx: Context) -> None:
     wait_s = 0.3
     guarded = ctx.guard(result, timeout=wait_s)
     ctx.check("get() does not return: the guard ends the wait", True, guarded.timed_out)
-    ctx.check("the wait ended at its deadline (s)", f"<= {wait_s + 0.5:g}", round(guarded.waited_s, 3), passed=guarded.waited_s <= wait_s + 0.5)
+    # Celery's Redis result backend waits in whole seconds: get(timeout=0.3) returns after ~1 s.
+    bound = wait_s + 1.0
+    ctx.check("the wait ended at its deadline (+1 s on Redis results)", f"<= {bound:g} s", round(guarded.waited_s, 3), passed=guarded.waited_s <= bound)
     ctx.check("diagnosis", "no worker consumes queue 'reports_queue': ...", guarded.diagnosis,
               passed=bool(guarded.diagnosis and guarded.diagnosis.startswith("no worker consumes queue 'reports_queue'")))
     ctx.check("state", "PENDING", result.state)

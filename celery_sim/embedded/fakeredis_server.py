@@ -1,0 +1,92 @@
+"""fakeredis served over a private Unix socket, so that kombu and Celery see a real file descriptor.
+
+kombu's Redis transport and Celery's Redis result backend wait on sockets (epoll in the worker's
+event loop, select() in the result consumer); fakeredis' in-process connection classes have no
+file descriptor, so swapping them in hangs the worker at start. Serving fakeredis' own request
+handler over a Unix socket gives both real descriptors, and no TCP: no port to allocate, no
+Nagle delay. Each run gets its own socket and its own empty fake server.
+
+fakeredis' handler checks for pushed replies (BRPOP wake-ups, pub/sub) every 10 ms, which bounds
+this broker's latency; use the default ``memory`` broker when speed matters.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socketserver
+import tempfile
+import threading
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+from fakeredis import FakeServer
+from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+__all__ = ["FakeRedisServer", "live_servers"]
+
+_live: set[str] = set()
+_live_lock = threading.Lock()
+
+
+def live_servers() -> list[str]:
+    """Socket paths of the fakeredis servers still running (empty once every run has stopped)."""
+    with _live_lock:
+        return sorted(_live)
+
+
+class _Handler(TCPFakeRequestHandler):  # type: ignore[misc]
+    def setup(self) -> None:
+        # Unix-socket peers have no address; fakeredis keys its clients by address.
+        self.client_address = f"unix-client-{next(self.server.client_ids)}"
+        super().setup()
+
+
+class _Server(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, path: str) -> None:
+        self._shutdown_event = threading.Event()
+        super().__init__(path, _Handler)
+        self.fake_server = FakeServer(server_type="redis", version=(7, 0))
+        self.client_ids = count()
+        self.clients: dict[Any, Any] = {}
+
+
+class FakeRedisServer:
+    """One fakeredis server on a Unix socket in a private temporary directory."""
+
+    def __init__(self, directory: Path, server: _Server, thread: threading.Thread) -> None:
+        self._directory = directory
+        self._server = server
+        self._thread = thread
+        self.path = str(directory / "redis.sock")
+
+    @classmethod
+    def start(cls, run_id: str) -> FakeRedisServer:
+        directory = Path(tempfile.mkdtemp(prefix=f"csim-{run_id}-"))
+        server = _Server(str(directory / "redis.sock"))
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"csim-fakeredis-{run_id}", daemon=True)
+        thread.start()
+        instance = cls(directory, server, thread)
+        with _live_lock:
+            _live.add(instance.path)
+        return instance
+
+    @property
+    def url(self) -> str:
+        return f"redis+socket://{self.path}"
+
+    @property
+    def backend_url(self) -> str:
+        return f"redis+socket://{self.path}"
+
+    def stop(self) -> None:
+        self._server._shutdown_event.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5.0)
+        shutil.rmtree(self._directory, ignore_errors=True)
+        with _live_lock:
+            _live.discard(self.path)

@@ -1,0 +1,142 @@
+"""Rendering: live progress while a run goes, the final table of checks, the catalog, JSON.
+
+Everything here reads results and writes to a rich Console; nothing here runs Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .runner import RunReport
+from .scenario import Registry, Scenario, ScenarioResult, Status
+
+__all__ = ["LiveReporter", "render_catalog", "render_report", "write_json"]
+
+STYLE = {
+    Status.PASSED: ("✔", "green"),
+    Status.FAILED: ("✘", "red"),
+    Status.TIMEOUT: ("⏱", "yellow"),
+    Status.SKIPPED: ("–", "dim"),
+    Status.ERROR: ("!", "red"),
+}
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class LiveReporter:
+    """A :class:`~celery_sim.runner.RunObserver` that shows the run as it goes."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._overall: TaskID | None = None
+        self._bars: dict[str, TaskID] = {}
+        self._lock = threading.Lock()
+
+    def run_started(self, scenarios: Sequence[Scenario], broker: str) -> None:
+        self.console.print(f"[bold]celery_sim[/] running {len(scenarios)} scenario(s) on broker [cyan]{escape(broker)}[/]")
+        self._progress.start()
+        self._overall = self._progress.add_task("scenarios", total=len(scenarios))
+
+    def scenario_started(self, scenario: Scenario) -> None:
+        if self._overall is not None:
+            self._progress.update(self._overall, description=f"[bold]{scenario.name}[/]")
+
+    def scenario_progress(self, scenario: Scenario, label: str, current: int, total: int) -> None:
+        with self._lock:
+            key = f"{scenario.name}:{label}"
+            bar = self._bars.get(key)
+            if bar is None:
+                bar = self._bars[key] = self._progress.add_task(f"  {label} PROGRESS", total=total)
+        self._progress.update(bar, completed=current, total=total)
+
+    def scenario_finished(self, result: ScenarioResult) -> None:
+        mark, colour = STYLE[result.status]
+        passed = sum(c.passed for c in result.checks)
+        detail = f"{passed}/{len(result.checks)} checks" if result.checks else ""
+        line = f"[{colour}]{mark} {result.status.value:<7}[/] {result.name:<32} {result.duration_s * 1000:8.1f} ms  {detail}"
+        if result.status is not Status.PASSED and result.diagnosis:
+            line += f"\n    [dim]{escape(result.diagnosis)}[/]"
+        with self._lock:
+            for key in [k for k in self._bars if k.startswith(result.name + ":")]:
+                self._progress.remove_task(self._bars.pop(key))
+        self._progress.console.print(line)
+        if self._overall is not None:
+            self._progress.advance(self._overall)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def render_report(console: Console, report: RunReport, *, failures_only: bool = False) -> None:
+    """The final table (a heading row per scenario, a row per check) and the summary line."""
+    table = Table(title="Verified checks", expand=True)
+    table.add_column("scenario / check", ratio=5)
+    table.add_column("expected", ratio=3)
+    table.add_column("observed", ratio=3)
+    table.add_column("", no_wrap=True, width=1)
+    for result in report.results:
+        if failures_only and result.status is Status.PASSED:
+            continue
+        mark, colour = STYLE[result.status]
+        table.add_row(
+            f"[bold]{result.name}[/] [dim]{result.duration_s * 1000:.1f} ms[/]",
+            "", f"[{colour}]{result.status.value}[/]", f"[{colour}]{mark}[/]",
+        )
+        if result.diagnosis and result.status is not Status.PASSED:
+            table.add_row(f"  [{colour}]{escape(result.diagnosis)}[/]", "", "", "")
+        for check in result.checks:
+            ok_mark, ok_colour = STYLE[Status.PASSED if check.passed else Status.FAILED]
+            table.add_row(
+                f"  {escape(check.name)}", escape(_short(check.expected)), escape(_short(check.observed)),
+                f"[{ok_colour}]{ok_mark}[/]",
+            )
+        table.add_section()
+    console.print(table)
+    counts = report.counts()
+    checks = [c for r in report.results for c in r.checks]
+    parts = [f"{n} {status}" for status, n in counts.items() if n]
+    verdict = "[bold green]ALL PASSED[/]" if report.ok else "[bold red]NOT ALL PASSED[/]"
+    console.print(
+        f"{verdict}  {len(report.results)} scenario(s): {', '.join(parts) or 'none'}; "
+        f"{sum(c.passed for c in checks)}/{len(checks)} checks passed; broker {escape(report.broker)}; "
+        f"{report.duration_s:.2f}s"
+    )
+    if report.interrupted:
+        console.print(f"[yellow]Interrupted.[/] Not run: {', '.join(report.not_run) or 'none'}")
+
+
+def render_catalog(console: Console, registry: Registry) -> None:
+    table = Table(title="Scenario catalog")
+    table.add_column("scenario", style="bold", no_wrap=True)
+    table.add_column("what it shows")
+    for item in registry.all():
+        table.add_row(item.name, escape(item.summary))
+    console.print(table)
+    console.print(f"{len(registry.all())} scenarios in families: {', '.join(registry.families())}")
+
+
+def write_json(path: Path, report: RunReport) -> None:
+    """Write ``report`` as JSON (keys: broker, scenarios, summary) atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,6 +25,32 @@ __all__ = ["Harness", "HarnessConfig"]
 log = logging.getLogger(__name__)
 
 Configure = Callable[[Celery, Namespace], None]
+
+
+class _HarnessApp(Celery):  # type: ignore[misc]
+    """Celery's app, remembering every result backend it creates (one per thread) for release at stop."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.csim_backends: weakref.WeakSet[Any] = weakref.WeakSet()
+        super().__init__(*args, **kwargs)
+
+    def _get_backend(self) -> Any:
+        backend = super()._get_backend()
+        self.csim_backends.add(backend)
+        return backend
+
+
+def _release_backend(backend: Any) -> None:
+    """Close a Redis result backend's pub/sub so that results outliving the run do not reconnect.
+
+    A Redis AsyncResult unsubscribes when it is garbage-collected; after the broker is gone that
+    retries for 20 s. Celery skips the unsubscribe when the consumer has no pub/sub connection.
+    """
+    consumer = getattr(backend, "result_consumer", None)
+    if consumer is not None and hasattr(consumer, "_pubsub"):
+        consumer.stop()
+        consumer._pubsub = None
+        backend.client.connection_pool.disconnect()
 
 
 @dataclass(frozen=True)
@@ -59,7 +86,7 @@ class Harness:
         self.broker: Broker = resolve_broker(self.config.broker, self.config.result_backend)
         self.ns = Namespace(self.config.run_id) if self.config.run_id else Namespace()
         self.timeline = Timeline()
-        self._app: Celery | None = None
+        self._app: _HarnessApp | None = None
         self._endpoints: Endpoints | None = None
         self._recorder: Recorder | None = None
         self._workers: list[EmbeddedWorker] = []
@@ -90,9 +117,9 @@ class Harness:
             self.stop()
             raise
 
-    def _build_app(self, endpoints: Endpoints) -> Celery:
+    def _build_app(self, endpoints: Endpoints) -> _HarnessApp:
         ns = self.ns
-        app = Celery(
+        app = _HarnessApp(
             ns.prefix,
             broker=endpoints.broker_url,
             backend=endpoints.result_backend,
@@ -132,6 +159,8 @@ class Harness:
                 self.purge()
             except Exception as exc:  # the broker may be gone; stopping must still finish
                 log.warning("could not purge queues of run %s: %r", self.ns.run_id, exc)
+            for backend in list(self._app.csim_backends):
+                _release_backend(backend)
             self._app.close()
         if self._recorder is not None:
             self._recorder.close()

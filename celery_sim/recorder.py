@@ -18,7 +18,7 @@ from .timeline import Timeline
 
 __all__ = ["Recorder", "RecordingAMQP", "RecordingTask", "task_published", "task_state_updated"]
 
-#: Sent by :class:`RecordingAMQP` after a task message is handed to the broker.
+#: Sent by :class:`RecordingAMQP` as a task message is handed to the broker.
 task_published = Signal(name="csim_task_published", providing_args={"app", "headers", "queue", "routing_key", "exchange"})
 #: Sent by :class:`RecordingTask` when a task calls ``update_state`` (custom states, progress).
 task_state_updated = Signal(name="csim_task_state_updated", providing_args={"task_id", "state", "meta"})
@@ -32,7 +32,7 @@ class RecordingAMQP(AMQP):  # type: ignore[misc]
         app = self.app
 
         def send_task_message(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
-            result = send(producer, name, message, *args, **kwargs)
+            # Reported before sending: a worker may receive the message before send() returns.
             queue = kwargs.get("queue")
             exchange = kwargs.get("exchange")
             task_published.send(
@@ -42,7 +42,7 @@ class RecordingAMQP(AMQP):  # type: ignore[misc]
                 routing_key=kwargs.get("routing_key"),
                 exchange=getattr(exchange, "name", exchange),
             )
-            return result
+            return send(producer, name, message, *args, **kwargs)
 
         return send_task_message
 

@@ -198,11 +198,11 @@ class Runner:
         attempt = _Attempt(harness, ctx)
         if observer:
             observer.scenario_started(item)
-        attempt.thread.start()
         usable = True
         try:
+            attempt.thread.start()
             finished = attempt.done.wait(limit + REPORT_MARGIN_S)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # may arrive at any point once the scenario runs
             self._cancel(attempt)
             raise
         if not finished:

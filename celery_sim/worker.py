@@ -55,7 +55,9 @@ class _Controller(WorkController):  # type: ignore[misc]
         # WorkController.start() logs an unrecoverable error and calls stop() from its except
         # block, so the error is still in sys.exc_info() here: keep it for the caller.
         error = sys.exc_info()[1]
-        if self.crash is None and isinstance(error, Exception):
+        if isinstance(error, SystemExit) and error.code not in (0, None):
+            error = error.__cause__ or error.__context__ or error  # a shutdown caused by an error
+        if self.crash is None and isinstance(error, BaseException) and not isinstance(error, SystemExit):
             self.crash = error
         super().stop(in_sighandler=in_sighandler, exitcode=exitcode)
 
@@ -122,7 +124,8 @@ class EmbeddedWorker:
         while not self._ready.is_set():
             if self._exited.is_set():
                 cause = self._error or self._controller.crash
-                raise WorkerError(f"worker {self.hostname} exited while starting: {cause!r}") from cause
+                detail = f"{type(cause).__name__}: {cause}" if cause else "no error was reported"
+                raise WorkerError(f"worker {self.hostname} exited while starting: {detail}") from cause
             remaining = deadline - monotonic()
             if remaining <= 0:
                 self.stop(timeout=1.0)

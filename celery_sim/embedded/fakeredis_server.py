@@ -12,6 +12,7 @@ this broker's latency; use the default ``memory`` broker when speed matters.
 
 from __future__ import annotations
 
+import select
 import shutil
 import socketserver
 import tempfile
@@ -25,6 +26,10 @@ from fakeredis._clients._tcp_server import TCPFakeRequestHandler
 
 __all__ = ["FakeRedisServer", "live_servers"]
 
+#: How often a handler looks for replies fakeredis pushes without a request (BRPOP wake-ups,
+#: pub/sub), as fakeredis' own handler does.
+_POLL_S = 0.01
+
 _live: set[str] = set()
 _live_lock = threading.Lock()
 
@@ -36,10 +41,38 @@ def live_servers() -> list[str]:
 
 
 class _Handler(TCPFakeRequestHandler):  # type: ignore[misc]
+    """fakeredis' request handler, keeping the connection open after a command error.
+
+    fakeredis' own loop closes the connection whenever running a command raises, for instance
+    on EVALSHA of a script it has not seen yet; real Redis answers with an error and carries
+    on (kombu then sends EVAL). A dropped connection makes the worker reconnect, with warnings.
+    """
+
     def setup(self) -> None:
         # Unix-socket peers have no address; fakeredis keys its clients by address.
         self.client_address = f"unix-client-{next(self.server.client_ids)}"
         super().setup()
+
+    def handle(self) -> None:
+        client = self.current_client
+        while not self.server._shutdown_event.is_set():
+            try:
+                if client.can_read():
+                    self.writer.dump(client.read_response())
+                    continue
+                data = self.rfile.readline()
+                if data == b"":
+                    readable, _, _ = select.select([self.connection], [], [], _POLL_S)
+                    if not readable:
+                        continue
+                    data = self.rfile.readline()
+                    if data == b"":
+                        return  # the peer closed the connection
+                client.get_socket().sendall(data)
+            except (ConnectionError, OSError, ValueError):
+                return  # the peer is gone
+            except Exception as exc:  # a command failed: answer with the error, as Redis does
+                self.writer.dump(exc)
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):

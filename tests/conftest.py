@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+from celery import signals
+
+from celery_sim.catalog import default_config, load_catalog
+from celery_sim.embedded import memory, results
+from celery_sim.embedded.fakeredis_server import live_servers
+from celery_sim.harness import Harness
+from celery_sim.recorder import task_published, task_state_updated
+
+load_catalog()
+
+WATCHED_SIGNALS = [
+    task_published, task_state_updated, signals.task_received, signals.task_prerun, signals.task_success,
+    signals.task_failure, signals.task_retry, signals.task_revoked, signals.task_unknown, signals.task_rejected,
+]
+
+
+def _csim_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("csim-") and t.is_alive()}
+
+
+@pytest.fixture(autouse=True)
+def nothing_leaks() -> Iterator[None]:
+    """Fail a test that leaves a worker thread, broker state, result store or signal receiver behind."""
+    threads_before = _csim_threads()
+    receivers_before = [len(s.receivers) for s in WATCHED_SIGNALS]
+    yield
+    leaked_threads = _csim_threads() - threads_before
+    assert not leaked_threads, f"threads left running: {sorted(leaked_threads)}"
+    assert memory.live_vhosts() == [], "memory broker state left behind"
+    assert results.live_stores() == [], "result store left behind"
+    assert live_servers() == [], "fakeredis server left running"
+    assert [len(s.receivers) for s in WATCHED_SIGNALS] == receivers_before, "signal receivers left connected"
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    with Harness(default_config()) as running:
+        yield running
+
+
+def require_brokers() -> bool:
+    return os.environ.get("CELERY_SIM_REQUIRE_BROKERS") == "1"

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from celery import Celery
+from celery._state import _tls
+
+from celery_sim.catalog import default_config
+from celery_sim.embedded import memory, results
+from celery_sim.errors import HarnessError, WorkerError
+from celery_sim.harness import Harness
+from celery_sim.worker import EmbeddedWorker
+from demos.calling.tasks import add
+from demos.routing.tasks import nightly_export
+
+
+def test_a_task_makes_a_round_trip_through_the_embedded_worker(harness: Harness) -> None:
+    result = add.delay(20, 22)
+    assert result.get(timeout=5) == 42
+    assert harness.timeline.kinds(result.id) == ["published", "received", "started", "succeeded"]
+    assert harness.timeline.first(result.id, "received").hostname == harness.main_worker.hostname
+
+
+def test_ping_reaches_the_embedded_worker(harness: Harness) -> None:
+    replies = harness.app.control.ping(timeout=2, limit=1)
+    assert replies == [{harness.main_worker.hostname: {"ok": "pong"}}]
+
+
+def test_stop_releases_threads_broker_state_results_and_current_app() -> None:
+    previous = _tls.current_app
+    h = Harness(default_config())
+    h.start()
+    assert _tls.current_app is h.app
+    assert add.delay(1, 2).get(timeout=5) == 3
+    assert h.ns.run_id in memory.live_vhosts()
+    assert h.ns.run_id in results.live_stores()
+    h.stop()
+    assert _tls.current_app is previous
+    assert memory.live_vhosts() == [] and results.live_stores() == []
+    assert not any(t.name.startswith("csim-") for t in threading.enumerate())
+    assert not h.running
+
+
+def test_stop_twice_is_harmless() -> None:
+    h = Harness(default_config())
+    h.start()
+    h.stop()
+    h.stop()
+
+
+def test_a_harness_cannot_be_started_twice(harness: Harness) -> None:
+    with pytest.raises(HarnessError, match="already started"):
+        harness.start()
+
+
+def test_the_app_is_not_reachable_before_start() -> None:
+    with pytest.raises(HarnessError, match="not running"):
+        _ = Harness(default_config()).app
+
+
+def test_stop_purges_messages_nobody_consumed() -> None:
+    with Harness(default_config()) as h:
+        nightly_export.delay()
+        nightly_export.delay()
+        queue = h.queue("reports_queue")
+        assert h.queue_size(queue) == 2
+        state = memory.state_for(h.ns.run_id)
+    assert state.message_count() == 0
+
+
+def test_purge_refuses_queues_of_other_runs(harness: Harness) -> None:
+    with pytest.raises(HarnessError, match="does not belong"):
+        harness.purge(["celery"])
+
+
+def test_an_extra_worker_consumes_only_its_queues(harness: Harness) -> None:
+    worker = harness.start_worker(["reports_queue"], name="reports")
+    result = nightly_export.delay()
+    result.get(timeout=5)
+    assert harness.timeline.first(result.id, "received").hostname == worker.hostname
+    assert harness.consumers_of(harness.queue("reports_queue")) == [worker.hostname]
+    harness.stop_workers([worker])
+    assert harness.consumers_of(harness.queue("reports_queue")) == []
+
+
+def test_a_worker_that_cannot_connect_fails_to_start_with_the_cause() -> None:
+    app = Celery("unreachable", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    app.conf.broker_connection_retry_on_startup = False
+    app.conf.broker_connection_retry = False
+    worker = EmbeddedWorker(app, hostname="w@unreachable", queues=["q"], concurrency=1)
+    with pytest.raises(WorkerError, match="exited while starting.*(Connection refused|Error 111)"):
+        worker.start(timeout=10)
+    worker.stop(timeout=5)
+    app.close()
+
+
+def test_concurrency_below_one_is_refused() -> None:
+    with pytest.raises(WorkerError, match="concurrency=0"):
+        EmbeddedWorker(Celery(set_as_current=False), hostname="w@x", queues=["q"], concurrency=0)
+
+
+def test_progress_reaches_the_timeline(harness: Harness) -> None:
+    from demos.progress.tasks import process_items
+
+    worker = harness.start_worker(["progress"], name="progress")
+    result = process_items.apply_async(args=(3,), kwargs={"step_s": 0}, queue=harness.queue("progress"))
+    result.get(timeout=5)
+    harness.stop_workers([worker])
+    progress = harness.timeline.events(result.id, ["progress"])
+    assert [e.data["meta"] for e in progress] == [{"current": i, "total": 3} for i in (1, 2, 3)]

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery_sim.catalog import default_config
+from celery_sim.harness import Harness
+from celery_sim.runner import RunReport, Runner
+from celery_sim.scenario import Context, Scenario, ScenarioResult, Status
+from demos.calling.tasks import add
+from demos.routing.tasks import nightly_export
+
+
+def make(name: str, fn: Callable[[Context], None], timeout: float | None = None) -> Scenario:
+    return Scenario(name, f"test scenario {name}", fn, timeout)
+
+
+def passing(ctx: Context) -> None:
+    ctx.check("add", 3, ctx.wait(add.delay(1, 2)))
+
+
+def run(*scenarios: Scenario, **runner_options: Any) -> RunReport:
+    return Runner(lambda: Harness(default_config()), **runner_options).run(list(scenarios))
+
+
+def by_name(report: RunReport) -> dict[str, ScenarioResult]:
+    return {r.name: r for r in report.results}
+
+
+def test_a_stuck_scenario_is_cut_at_its_deadline_diagnosed_and_the_run_goes_on() -> None:
+    def stuck(ctx: Context) -> None:
+        nightly_export.delay().get()  # no timeout: the classic hang of a hand-written client
+
+    report = run(make("test.stuck", stuck, timeout=0.3), make("test.after", passing))
+    results = by_name(report)
+    assert results["test.stuck"].status is Status.TIMEOUT
+    assert "deadline 0.3s passed" in (results["test.stuck"].diagnosis or "")
+    assert "no worker consumes queue 'reports_queue'" in (results["test.stuck"].diagnosis or "")
+    assert results["test.after"].status is Status.PASSED
+    assert report.counts() == {"passed": 1, "failed": 0, "timeout": 1, "skipped": 0, "error": 0}
+    assert not report.ok
+
+
+def test_a_scenario_that_ignores_cancellation_gets_a_fresh_harness_for_the_next_one() -> None:
+    release = threading.Event()
+    harnesses: list[str] = []
+
+    def uncancellable(ctx: Context) -> None:
+        harnesses.append(ctx.harness.ns.run_id)
+        release.wait(30)  # blocks in C: the watchdog's exception cannot interrupt it
+
+    def after(ctx: Context) -> None:
+        harnesses.append(ctx.harness.ns.run_id)
+        passing(ctx)
+
+    try:
+        report = run(make("test.uncancellable", uncancellable, timeout=0.2), make("test.after", after))
+    finally:
+        release.set()
+    results = by_name(report)
+    assert results["test.uncancellable"].status is Status.TIMEOUT
+    assert "harness was rebuilt" in (results["test.uncancellable"].diagnosis or "")
+    assert "the scenario's own code did not return" in (results["test.uncancellable"].diagnosis or "")
+    assert results["test.after"].status is Status.PASSED
+    assert harnesses[0] != harnesses[1]
+    for thread in threading.enumerate():
+        if thread.name == "csim-scenario-test.uncancellable":
+            thread.join(5)
+
+
+def test_a_failed_check_fails_the_scenario() -> None:
+    def wrong(ctx: Context) -> None:
+        ctx.check("add", 4, ctx.wait(add.delay(1, 2)))
+
+    result = by_name(run(make("test.wrong", wrong)))["test.wrong"]
+    assert result.status is Status.FAILED
+    assert [(c.name, c.passed, c.expected, c.observed) for c in result.checks] == [("add", False, 4, 3)]
+
+
+def test_a_scenario_without_checks_is_an_error() -> None:
+    result = by_name(run(make("test.empty", lambda ctx: None)))["test.empty"]
+    assert result.status is Status.ERROR
+    assert "made no checks" in (result.diagnosis or "")
+
+
+def test_an_exception_is_an_error_with_its_message() -> None:
+    def broken(ctx: Context) -> None:
+        raise ValueError("bad value 42")
+
+    result = by_name(run(make("test.broken", broken)))["test.broken"]
+    assert result.status is Status.ERROR
+    assert result.diagnosis == "ValueError: bad value 42"
+
+
+def test_a_skip_is_reported_with_its_reason() -> None:
+    def skipping(ctx: Context) -> None:
+        ctx.skip("needs RabbitMQ")
+
+    result = by_name(run(make("test.skip", skipping)))["test.skip"]
+    assert (result.status, result.diagnosis) == (Status.SKIPPED, "needs RabbitMQ")
+
+
+def test_scenarios_not_started_before_the_run_deadline_are_skipped() -> None:
+    def slow(ctx: Context) -> None:
+        guarded = ctx.guard(nightly_export.delay(), timeout=0.3)
+        ctx.check("timed out", True, guarded.timed_out)
+
+    report = run(make("test.slow", slow), make("test.late", passing), run_timeout=0.2)
+    results = by_name(report)
+    assert results["test.slow"].status is Status.PASSED
+    assert results["test.late"].status is Status.SKIPPED
+    assert "run deadline" in (results["test.late"].diagnosis or "")
+
+
+def test_ctrl_c_stops_the_run_cleanly_and_reports_what_ran() -> None:
+    def interrupt(ctx: Context) -> None:
+        ctx.check("about to interrupt", True, True)
+        os.kill(os.getpid(), signal.SIGINT)
+        while True:  # a Python-level wait, as in get(): the runner's cancellation interrupts it
+            time.sleep(0.01)
+
+    report = run(make("test.first", passing), make("test.interrupt", interrupt), make("test.never", passing))
+    assert report.interrupted
+    assert [r.name for r in report.results] == ["test.first"]
+    assert report.not_run == ["test.interrupt", "test.never"]
+    assert not report.ok
+
+
+def test_the_timeout_option_overrides_a_scenarios_own_deadline() -> None:
+    def stuck(ctx: Context) -> None:
+        ctx.wait(nightly_export.delay())
+
+    result = by_name(run(make("test.stuck", stuck, timeout=30), timeout=0.2))["test.stuck"]
+    assert result.status is Status.TIMEOUT
+    assert (result.diagnosis or "").startswith("no worker consumes queue 'reports_queue'")
+
+
+def test_json_report_has_the_documented_keys() -> None:
+    report = run(make("test.pass", passing))
+    data = report.to_json()
+    assert set(data) == {"broker", "scenarios", "summary"}
+    assert data["broker"] == "memory"
+    (scenario,) = data["scenarios"]  # type: ignore[misc]
+    assert set(scenario) == {"name", "family", "status", "duration_s", "checks", "diagnosis"}
+    assert scenario["family"] == "test"
+    assert scenario["checks"] == [{"name": "add", "passed": True, "expected": 3, "observed": 3}]
+    assert data["summary"] == {"passed": 1, "failed": 0, "timeout": 0, "skipped": 0, "error": 0}

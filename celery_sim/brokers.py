@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 
 from .errors import BrokerError
 
-__all__ = ["BROKERS", "Broker", "Endpoints", "URL_SCHEMES", "mask_url", "resolve_broker"]
+__all__ = ["BROKERS", "URL_SCHEMES", "Broker", "Endpoints", "mask_url", "resolve_broker"]
 
 #: URL schemes accepted as a real broker.
 URL_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
@@ -49,7 +50,7 @@ class Broker(ABC):
     def open(self, run_id: str) -> Endpoints:
         """Endpoints private to ``run_id``, ready to connect to."""
 
-    def preflight(self, timeout: float = 3.0) -> None:
+    def preflight(self, timeout: float = 3.0) -> None:  # noqa: B027  # embedded brokers need no check
         """Raise :class:`BrokerError` within about ``timeout`` seconds if the broker cannot be reached."""
 
 
@@ -113,7 +114,7 @@ class UrlBroker(Broker):
                 continue  # rpc://, db+...: reached through the broker or a local file
             try:
                 with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
-                    conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+                    conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=math.ceil(timeout))
             except Exception as exc:
                 raise BrokerError(
                     f"cannot reach the {role} at {mask_url(url)}: {mask_url(str(exc)) or type(exc).__name__}. "
@@ -148,7 +149,9 @@ def resolve_broker(value: str, result_backend: str | None = None) -> Broker:
     try:
         port = parts.port
     except ValueError:
-        raise BrokerError(f"broker URL {mask_url(value)!r} has a malformed port; expected e.g. redis://localhost:6379/0") from None
+        raise BrokerError(
+            f"broker URL {mask_url(value)!r} has a malformed port; expected e.g. redis://localhost:6379/0"
+        ) from None
     if not parts.hostname:
         raise BrokerError(f"broker URL {mask_url(value)!r} names no host; expected e.g. {parts.scheme}://localhost/")
     del port

@@ -63,14 +63,36 @@ def _json_path(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--broker", default="memory", show_default=True, metavar="NAME|URL", help=BROKER_HELP)
-    @click.option("--timeout", type=float, callback=_positive, metavar="SECONDS",
-                  help="Deadline per scenario, overriding each scenario's own (default 10 s).")
-    @click.option("--run-timeout", type=float, callback=_positive, default=600.0, show_default=True, metavar="SECONDS",
-                  help="Deadline for the whole run; scenarios not started by then are reported as skipped.")
-    @click.option("--concurrency", type=click.IntRange(min=1, max=64), default=4, show_default=True,
-                  help="Threads of the main embedded worker.")
-    @click.option("--json", "json_path", callback=_json_path, metavar="PATH",
-                  help="Also write the results as JSON to PATH (keys: broker, scenarios, summary).")
+    @click.option(
+        "--timeout",
+        type=float,
+        callback=_positive,
+        metavar="SECONDS",
+        help="Deadline per scenario, overriding each scenario's own (default 10 s).",
+    )
+    @click.option(
+        "--run-timeout",
+        type=float,
+        callback=_positive,
+        default=600.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Deadline for the whole run; scenarios not started by then are reported as skipped.",
+    )
+    @click.option(
+        "--concurrency",
+        type=click.IntRange(min=1, max=64),
+        default=4,
+        show_default=True,
+        help="Threads of the main embedded worker.",
+    )
+    @click.option(
+        "--json",
+        "json_path",
+        callback=_json_path,
+        metavar="PATH",
+        help="Also write the results as JSON to PATH (keys: broker, scenarios, summary).",
+    )
     @click.option("-v", "--verbose", count=True, help="Show Celery's log (-v warnings, -vv debug) on stderr.")
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from celery import Celery
-from celery._state import _tls
+from celery._state import _tls  # type: ignore[attr-defined]
 from kombu.exceptions import ChannelError
 
 from .brokers import Broker, Endpoints, mask_url, resolve_broker
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 Configure = Callable[[Celery, Namespace], None]
 
 
-class _HarnessApp(Celery):  # type: ignore[misc]
+class _HarnessApp(Celery):
     """Celery's app, remembering every result backend it creates (one per thread) for release at stop."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -35,7 +35,7 @@ class _HarnessApp(Celery):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
     def _get_backend(self) -> Any:
-        backend = super()._get_backend()
+        backend = super()._get_backend()  # type: ignore[misc]  # Celery internal, not in the stubs
         self.csim_backends.add(backend)
         return backend
 
@@ -99,7 +99,9 @@ class Harness:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -258,7 +260,7 @@ class Harness:
         A queue the broker does not know holds no message (on Redis an empty queue does not exist).
         """
         with self.app.connection_for_read() as conn:
-            channel = conn.channel()
+            channel: Any = conn.channel()
             try:
                 return int(channel.queue_declare(queue, passive=True).message_count)
             except ChannelError:
@@ -273,7 +275,7 @@ class Harness:
             for queue in sorted(queues) if queues is not None else self.known_queues():
                 if not self.ns.owns(queue):
                     raise HarnessError(f"refusing to purge {queue!r}: it does not belong to run {self.ns.run_id}")
-                channel = conn.channel()
+                channel: Any = conn.channel()
                 try:
                     discarded += int(channel.queue_purge(queue) or 0)
                 except ChannelError:

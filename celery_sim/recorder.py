@@ -19,16 +19,16 @@ from .timeline import Timeline
 __all__ = ["Recorder", "RecordingAMQP", "RecordingTask", "task_published", "task_state_updated"]
 
 #: Sent by :class:`RecordingAMQP` as a task message is handed to the broker.
-task_published = Signal(name="csim_task_published", providing_args={"app", "headers", "queue", "routing_key", "exchange"})
+task_published = Signal(name="csim_task_published", providing_args=["headers", "queue", "routing_key", "exchange"])
 #: Sent by :class:`RecordingTask` when a task calls ``update_state`` (custom states, progress).
-task_state_updated = Signal(name="csim_task_state_updated", providing_args={"task_id", "state", "meta"})
+task_state_updated = Signal(name="csim_task_state_updated", providing_args=["task_id", "state", "meta"])
 
 
-class RecordingAMQP(AMQP):  # type: ignore[misc]
+class RecordingAMQP(AMQP):
     """Celery's AMQP helper; its task sender also reports each message it publishes."""
 
     def _create_task_sender(self) -> Callable[..., Any]:
-        send = super()._create_task_sender()
+        send: Callable[..., Any] = super()._create_task_sender()  # type: ignore[misc]  # not in the stubs
         app = self.app
 
         def send_task_message(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
@@ -47,10 +47,12 @@ class RecordingAMQP(AMQP):  # type: ignore[misc]
         return send_task_message
 
 
-class RecordingTask(Task):  # type: ignore[misc]
+class RecordingTask(Task[Any, Any]):
     """Celery's Task; ``update_state`` is also reported, so progress reaches the timeline."""
 
-    def update_state(self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kwargs: Any) -> None:
+    def update_state(
+        self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kwargs: Any
+    ) -> None:
         super().update_state(task_id, state, meta, **kwargs)
         task_state_updated.send(sender=self, task_id=task_id or self.request.id, state=state, meta=meta)
 
@@ -112,14 +114,23 @@ class Recorder:
             return
         self._receivers[request.id] = request.hostname
         self.timeline.record(
-            "received", request.id, request.name, request.hostname, eta=request.eta, queue=request.delivery_info.get("routing_key")
+            "received",
+            request.id,
+            request.name,
+            request.hostname,
+            eta=request.eta,
+            queue=request.delivery_info.get("routing_key"),
         )
 
     def _on_prerun(self, sender: Any = None, task_id: str = "", **kw: Any) -> None:
         if self._mine(sender):
             self.timeline.record(
-                "started", task_id, sender.name, self._hostname(task_id),
-                eager=bool(sender.request.is_eager), retries=sender.request.retries,
+                "started",
+                task_id,
+                sender.name,
+                self._hostname(task_id),
+                eager=bool(sender.request.is_eager),
+                retries=sender.request.retries,
             )
 
     def _on_state(self, sender: Any = None, task_id: str = "", state: Any = None, meta: Any = None, **kw: Any) -> None:
@@ -132,20 +143,32 @@ class Recorder:
 
     def _on_success(self, sender: Any = None, result: Any = None, **kw: Any) -> None:
         if self._mine(sender):
-            self.timeline.record("succeeded", sender.request.id, sender.name, self._hostname(sender.request.id), result=result)
+            self.timeline.record(
+                "succeeded", sender.request.id, sender.name, self._hostname(sender.request.id), result=result
+            )
 
-    def _on_failure(self, sender: Any = None, task_id: str = "", exception: BaseException | None = None, **kw: Any) -> None:
+    def _on_failure(
+        self, sender: Any = None, task_id: str = "", exception: BaseException | None = None, **kw: Any
+    ) -> None:
         if self._mine(sender):
             self.timeline.record(
-                "failed", task_id, sender.name, self._hostname(task_id),
-                exception=type(exception).__name__ if exception else None, message=str(exception),
+                "failed",
+                task_id,
+                sender.name,
+                self._hostname(task_id),
+                exception=type(exception).__name__ if exception else None,
+                message=str(exception),
             )
 
     def _on_revoked(self, sender: Any = None, request: Any = None, **kw: Any) -> None:
         if self._mine(sender) and request is not None:
             self.timeline.record(
-                "revoked", request.id, sender.name, self._hostname(request.id),
-                terminated=kw.get("terminated"), expired=kw.get("expired"),
+                "revoked",
+                request.id,
+                sender.name,
+                self._hostname(request.id),
+                terminated=kw.get("terminated"),
+                expired=kw.get("expired"),
             )
 
     def _on_unknown(self, sender: Any = None, name: str = "", id: str = "", **kw: Any) -> None:  # noqa: A002

@@ -25,7 +25,7 @@ STYLE = {
     Status.PASSED: ("✔", "green"),
     Status.FAILED: ("✘", "red"),
     Status.TIMEOUT: ("⏱", "yellow"),
-    Status.SKIPPED: ("–", "dim"),
+    Status.SKIPPED: ("-", "dim"),
     Status.ERROR: ("!", "red"),
 }
 
@@ -53,7 +53,9 @@ class LiveReporter:
         self._lock = threading.Lock()
 
     def run_started(self, scenarios: Sequence[Scenario], broker: str) -> None:
-        self.console.print(f"[bold]celery_sim[/] running {len(scenarios)} scenario(s) on broker [cyan]{escape(broker)}[/]")
+        self.console.print(
+            f"[bold]celery_sim[/] running {len(scenarios)} scenario(s) on broker [cyan]{escape(broker)}[/]"
+        )
         self._progress.start()
         self._overall = self._progress.add_task("scenarios", total=len(scenarios))
 
@@ -100,14 +102,18 @@ def render_report(console: Console, report: RunReport, *, failures_only: bool = 
         mark, colour = STYLE[result.status]
         table.add_row(
             f"[bold]{result.name}[/] [dim]{result.duration_s * 1000:.1f} ms[/]",
-            "", f"[{colour}]{result.status.value}[/]", f"[{colour}]{mark}[/]",
+            "",
+            f"[{colour}]{result.status.value}[/]",
+            f"[{colour}]{mark}[/]",
         )
         if result.diagnosis and result.status is not Status.PASSED:
             table.add_row(f"  [{colour}]{escape(result.diagnosis)}[/]", "", "", "")
         for check in result.checks:
             ok_mark, ok_colour = STYLE[Status.PASSED if check.passed else Status.FAILED]
             table.add_row(
-                f"  {escape(check.name)}", escape(_short(check.expected)), escape(_short(check.observed)),
+                f"  {escape(check.name)}",
+                escape(_short(check.expected)),
+                escape(_short(check.observed)),
                 f"[{ok_colour}]{ok_mark}[/]",
             )
         table.add_section()

@@ -103,6 +103,8 @@ class _Attempt:
                 self.ctx.close()
             except CelerySimError as exc:
                 self.diagnosis = f"{self.diagnosis or ''} (cleanup: {exc})".strip()
+            except ScenarioCancelled:  # the watchdog gave up while the scenario's workers stopped
+                self.diagnosis = f"{self.diagnosis or ''} (cancelled while stopping its workers)".strip()
             self.done.set()
 
 
@@ -139,12 +141,19 @@ class Runner:
         try:
             for index, item in enumerate(scenarios):
                 if run_deadline is not None and monotonic() >= run_deadline:
-                    self._finish(report, self._skipped(item, f"run deadline ({self._run_timeout:g}s) passed before it started"))
+                    self._finish(
+                        report, self._skipped(item, f"run deadline ({self._run_timeout:g}s) passed before it started")
+                    )
                     continue
                 try:
                     harness = self._ensure_started(harness)
                 except Exception as exc:
-                    self._finish(report, ScenarioResult(item.name, item.summary, Status.ERROR, 0.0, diagnosis=f"harness did not start: {exc}"))
+                    self._finish(
+                        report,
+                        ScenarioResult(
+                            item.name, item.summary, Status.ERROR, 0.0, diagnosis=f"harness did not start: {exc}"
+                        ),
+                    )
                     harness = self._make_harness()
                     continue
                 try:
@@ -206,7 +215,10 @@ class Runner:
             self._cancel(attempt)
             raise
         if not finished:
-            diagnosis = diagnose_pending(harness, ctx.since) or "the scenario's own code did not return (no task of it was pending)"
+            diagnosis = (
+                diagnose_pending(harness, ctx.since)
+                or "the scenario's own code did not return (no task of it was pending)"
+            )
             usable = self._cancel(attempt)
             attempt.status = Status.TIMEOUT
             attempt.diagnosis = f"deadline {limit:g}s passed: {diagnosis}"
@@ -216,7 +228,10 @@ class Runner:
         status = attempt.status
         if status is Status.PASSED:
             if not checks:
-                status, attempt.diagnosis = Status.ERROR, "the scenario made no checks (a scenario must verify something)"
+                status, attempt.diagnosis = (
+                    Status.ERROR,
+                    "the scenario made no checks (a scenario must verify something)",
+                )
             elif not all(c.passed for c in checks):
                 status = Status.FAILED
         if usable:
@@ -224,7 +239,9 @@ class Runner:
             if leftover:
                 log.debug("purged %d message(s) left by %s", leftover, item.name)
         events = harness.timeline.events(since=ctx.since)
-        return ScenarioResult(item.name, item.summary, status, monotonic() - started, checks, attempt.diagnosis, events), usable
+        return ScenarioResult(
+            item.name, item.summary, status, monotonic() - started, checks, attempt.diagnosis, events
+        ), usable
 
     @staticmethod
     def _cancel(attempt: _Attempt) -> bool:

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from .worker import EmbeddedWorker
 
 __all__ = [
+    "REGISTRY",
     "Check",
     "Context",
-    "REGISTRY",
     "Registry",
     "Scenario",
     "ScenarioResult",
@@ -66,7 +66,12 @@ class Check:
     observed: Any
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "expected": jsonable(self.expected), "observed": jsonable(self.observed)}
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "expected": jsonable(self.expected),
+            "observed": jsonable(self.observed),
+        }
 
 
 @dataclass
@@ -168,14 +173,14 @@ class Context:
         event = self.timeline.first(task_id, "received")
         return event.hostname if event else None
 
-    def wait(self, result: AsyncResult, timeout: float | None = None, propagate: bool = True) -> Any:
+    def wait(self, result: AsyncResult[Any], timeout: float | None = None, propagate: bool = True) -> Any:
         """``result.get()`` bounded by ``timeout`` and the deadline; raises :class:`WaitTimeout` with a diagnosis."""
         guarded = self.guard(result, timeout, propagate=propagate)
         if guarded.diagnosis is not None:
             raise WaitTimeout(guarded.diagnosis)
         return guarded.value
 
-    def guard(self, result: AsyncResult, timeout: float | None = None, propagate: bool = True) -> Guarded:
+    def guard(self, result: AsyncResult[Any], timeout: float | None = None, propagate: bool = True) -> Guarded:
         """Like :meth:`wait`, but a timeout is returned as a diagnosis instead of raised."""
         from .diagnose import diagnose_task
 

@@ -8,13 +8,22 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Literal
 
-__all__ = ["Event", "EventKind", "KINDS", "Timeline", "TERMINAL_KINDS"]
+__all__ = ["KINDS", "TERMINAL_KINDS", "Event", "EventKind", "Timeline"]
 
 EventKind = Literal[
     "published", "received", "started", "progress", "retried", "succeeded", "failed", "revoked", "unknown", "rejected"
 ]
 KINDS: tuple[EventKind, ...] = (
-    "published", "received", "started", "progress", "retried", "succeeded", "failed", "revoked", "unknown", "rejected"
+    "published",
+    "received",
+    "started",
+    "progress",
+    "retried",
+    "succeeded",
+    "failed",
+    "revoked",
+    "unknown",
+    "rejected",
 )
 #: Kinds after which a task attempt does nothing more.
 TERMINAL_KINDS: frozenset[str] = frozenset({"succeeded", "failed", "revoked", "unknown", "rejected", "retried"})
@@ -62,9 +71,7 @@ class Timeline:
         with self._cond:
             return len(self._events)
 
-    def events(
-        self, task_id: str | None = None, kinds: Iterable[str] | None = None, since: int = 0
-    ) -> list[Event]:
+    def events(self, task_id: str | None = None, kinds: Iterable[str] | None = None, since: int = 0) -> list[Event]:
         wanted = None if kinds is None else frozenset(kinds)
         with self._cond:
             selected = self._events[since:]

@@ -11,7 +11,7 @@ from time import monotonic
 from typing import Any
 
 from celery import Celery
-from celery._state import _set_task_join_will_block
+from celery._state import _set_task_join_will_block  # type: ignore[attr-defined]
 from celery.concurrency import thread as thread_pool
 from celery.worker import WorkController
 
@@ -22,7 +22,7 @@ __all__ = ["EmbeddedWorker"]
 log = logging.getLogger(__name__)
 
 
-class ThreadPool(thread_pool.TaskPool):  # type: ignore[misc]
+class ThreadPool(thread_pool.TaskPool):
     """Celery's thread pool, whose threads start with the worker's app as their current app.
 
     Celery's thread pool traces each task with ``current_app``, which is thread-local: a fresh
@@ -32,7 +32,7 @@ class ThreadPool(thread_pool.TaskPool):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.executor.shutdown(wait=False)  # the parent's executor has started no thread yet
+        self.executor.shutdown(wait=False)  # type: ignore[has-type]  # the parent's; it has no thread yet
         self.executor = ThreadPoolExecutor(
             max_workers=self.limit,
             thread_name_prefix="csim-pool",
@@ -40,7 +40,7 @@ class ThreadPool(thread_pool.TaskPool):  # type: ignore[misc]
         )
 
 
-class _Controller(WorkController):  # type: ignore[misc]
+class _Controller(WorkController):
     """WorkController that reports readiness (``worker_ready`` never fires when embedded)."""
 
     def __init__(self, *args: Any, on_ready: Callable[[], None], **kwargs: Any) -> None:

@@ -16,8 +16,16 @@ from celery_sim.recorder import task_published, task_state_updated
 load_catalog()
 
 WATCHED_SIGNALS = [
-    task_published, task_state_updated, signals.task_received, signals.task_prerun, signals.task_success,
-    signals.task_failure, signals.task_retry, signals.task_revoked, signals.task_unknown, signals.task_rejected,
+    task_published,
+    task_state_updated,
+    signals.task_received,
+    signals.task_prerun,
+    signals.task_success,
+    signals.task_failure,
+    signals.task_retry,
+    signals.task_revoked,
+    signals.task_unknown,
+    signals.task_rejected,
 ]
 
 

@@ -39,6 +39,7 @@ def test_a_task_still_running() -> None:
 
     def configure(app: Celery, ns: Namespace) -> None:
         demo_configure(app, ns)
+
         def blocking() -> None:
             release.wait(10)
 
@@ -57,7 +58,9 @@ def test_a_task_still_running() -> None:
 def test_a_task_waiting_for_its_eta(harness: Harness) -> None:
     result = add.apply_async((1, 1), countdown=30)
     assert harness.timeline.wait_for(lambda e: e.task_id == result.id and e.kind == "received", timeout=5)
-    assert diagnose_task(harness, result.id).startswith(f"worker {harness.main_worker.hostname} holds 'demos.calling.add' until its ETA")
+    assert diagnose_task(harness, result.id).startswith(
+        f"worker {harness.main_worker.hostname} holds 'demos.calling.add' until its ETA"
+    )
     harness.app.control.revoke(result.id)
 
 

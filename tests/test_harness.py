@@ -89,7 +89,7 @@ def test_a_worker_that_cannot_connect_fails_to_start_with_the_cause() -> None:
     app.conf.broker_connection_retry_on_startup = False
     app.conf.broker_connection_retry = False
     worker = EmbeddedWorker(app, hostname="w@unreachable", queues=["q"], concurrency=1)
-    with pytest.raises(WorkerError, match="exited while starting.*(Connection refused|Error 111)"):
+    with pytest.raises(WorkerError, match=r"exited while starting.*(Connection refused|Error 111)"):
         worker.start(timeout=10)
     worker.stop(timeout=5)
     app.close()

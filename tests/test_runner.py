@@ -9,7 +9,7 @@ from typing import Any
 
 from celery_sim.catalog import default_config
 from celery_sim.harness import Harness
-from celery_sim.runner import RunReport, Runner
+from celery_sim.runner import Runner, RunReport
 from celery_sim.scenario import Context, Scenario, ScenarioResult, Status
 from demos.calling.tasks import add
 from demos.routing.tasks import nightly_export

@@ -40,7 +40,7 @@ def live_servers() -> list[str]:
         return sorted(_live)
 
 
-class _Handler(TCPFakeRequestHandler):  # type: ignore[misc]
+class _Handler(TCPFakeRequestHandler):
     """fakeredis' request handler, keeping the connection open after a command error.
 
     fakeredis' own loop closes the connection whenever running a command raises, for instance
@@ -100,7 +100,9 @@ class FakeRedisServer:
     def start(cls, run_id: str) -> FakeRedisServer:
         directory = Path(tempfile.mkdtemp(prefix=f"csim-{run_id}-"))
         server = _Server(str(directory / "redis.sock"))
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"csim-fakeredis-{run_id}", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"csim-fakeredis-{run_id}", daemon=True
+        )
         thread.start()
         instance = cls(directory, server, thread)
         with _live_lock:

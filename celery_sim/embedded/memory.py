@@ -14,11 +14,10 @@ changes only those two things:
 
 from __future__ import annotations
 
-import socket
 import threading
 from queue import Empty, Queue
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 from kombu.transport import memory, virtual
 
@@ -85,16 +84,15 @@ def live_vhosts() -> list[str]:
         return sorted(_states)
 
 
-class Channel(memory.Channel):  # type: ignore[misc]
+class Channel(memory.Channel):
     """A memory channel whose queues belong to its connection's virtual host."""
 
     @property
     def _vstate(self) -> VHostState:
-        state: VHostState = self.connection.vstate
-        return state
+        return cast("Transport", self.connection).vstate
 
-    @property  # type: ignore[override]
-    def queues(self) -> dict[str, Queue[Any]]:
+    @property
+    def queues(self) -> dict[str, Queue[Any]]:  # type: ignore[override]  # kombu: class attribute; here: per vhost
         return self._vstate.queues
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
@@ -119,7 +117,7 @@ class Channel(memory.Channel):  # type: ignore[misc]
         virtual.Channel.close(self)
 
 
-class Transport(memory.Transport):  # type: ignore[misc]
+class Transport(memory.Transport):
     """kombu's memory transport with per-virtual-host state and event-driven draining."""
 
     Channel = Channel
@@ -131,19 +129,21 @@ class Transport(memory.Transport):  # type: ignore[misc]
         self.vstate = state_for(client.virtual_host or "/")
         self.state = self.vstate.broker_state
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
         """Deliver one message, waiting for one until ``timeout`` (``socket.timeout`` then).
 
         Returns early with ``socket.timeout`` when :func:`interrupt` is called, so that a caller
         looping on its own condition (Celery's worker loop) re-checks it.
         """
         state = self.vstate
+        cycle = self.cycle
+        assert cycle is not None, "kombu creates the cycle in Transport.__init__"
         deadline = None if timeout is None else monotonic() + timeout
         epoch = state.epoch
         while True:
             seen = state.version
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                cycle.get(self._deliver, timeout=timeout)
                 return
             except Empty:
                 pass
@@ -151,7 +151,7 @@ class Transport(memory.Transport):  # type: ignore[misc]
                 while state.version == seen:
                     remaining = None if deadline is None else deadline - monotonic()
                     if remaining is not None and remaining <= 0:
-                        raise socket.timeout()
+                        raise TimeoutError()
                     state.cond.wait(remaining)
                 if state.epoch != epoch:
-                    raise socket.timeout()
+                    raise TimeoutError()

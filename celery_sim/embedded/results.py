@@ -80,7 +80,7 @@ def live_stores() -> list[str]:
         return sorted(_stores)
 
 
-class MemoryResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
+class MemoryResultBackend(KeyValueStoreBackend):
     """Celery's key/value result backend over an in-process :class:`Store`."""
 
     supports_native_join = True
@@ -118,7 +118,7 @@ class MemoryResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
         on_interval: Callable[[], Any] | None = None,
     ) -> dict[str, Any]:
         """Celery's ``wait_for``, waking on writes instead of sleeping ``interval``."""
-        self._ensure_not_eager()
+        self._ensure_not_eager()  # type: ignore[attr-defined]  # Celery internal, not in the stubs
         deadline = None if timeout is None else monotonic() + timeout
         while True:
             seen = self.store.version
@@ -151,8 +151,9 @@ class MemoryResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
         while pending:
             seen = self.store.version
             keys = sorted(pending)
-            ready = self._mget_to_results(self.mget([self.get_key_for_task(k) for k in keys]), keys, READY_STATES)
-            self._cache.update(ready)
+            values = self.mget([self.get_key_for_task(k) for k in keys])
+            ready = self._mget_to_results(values, keys, READY_STATES)  # type: ignore[attr-defined]
+            self._cache.update(ready)  # type: ignore[attr-defined]
             for key, meta in ready.items():
                 pending.discard(bytes_to_str(key))
                 if on_message is not None:

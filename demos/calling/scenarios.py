@@ -43,7 +43,9 @@ def apply(ctx: Context) -> None:
 def _worker_checks(ctx: Context, result: AsyncResult, info: dict[str, Any], queue: str) -> None:
     ctx.check("ran on the embedded worker", ctx.harness.main_worker.hostname, ctx.ran_on(result.id))
     thread = str(info["thread"])
-    ctx.check("ran in a worker pool thread, not the caller's", "csim-pool-*", thread, passed=thread.startswith("csim-pool"))
+    ctx.check(
+        "ran in a worker pool thread, not the caller's", "csim-pool-*", thread, passed=thread.startswith("csim-pool")
+    )
     ctx.check("delivered from queue", ctx.harness.ns.logical(queue), ctx.harness.ns.logical(str(info["routing_key"])))
     ctx.check("timeline", ["published", "received", "started", "succeeded"], ctx.timeline.kinds(result.id))
 
@@ -64,7 +66,11 @@ def apply_async(ctx: Context) -> None:
     info = ctx.wait(result)
     _worker_checks(ctx, result, info, queue)
     published = ctx.timeline.first(result.id, "published")
-    ctx.check("published to the queue given in options", "web_queue", ctx.harness.ns.logical(str(published.data["queue"])) if published else None)
+    ctx.check(
+        "published to the queue given in options",
+        "web_queue",
+        ctx.harness.ns.logical(str(published.data["queue"])) if published else None,
+    )
 
 
 @scenario("calling.send_task", "app.send_task('name') calls a task by name, without importing its code")
@@ -97,7 +103,9 @@ class _CapturingCLIContext(CLIContext):  # type: ignore[misc]
         self.output.append(str(message))
 
 
-@scenario("calling.celery_call", "`celery call` sends the task to the broker (it is send_task); it does not run it locally")
+@scenario(
+    "calling.celery_call", "`celery call` sends the task to the broker (it is send_task); it does not run it locally"
+)
 def celery_call(ctx: Context) -> None:
     cli = _CapturingCLIContext(ctx.app)
     args = ["demos.calling.whoami", "--args", '["celery call"]', "--queue", ctx.queue("default")]
@@ -107,7 +115,12 @@ def celery_call(ctx: Context) -> None:
     result = AsyncResult(printed, app=ctx.app)
     info = ctx.wait(result)
     ctx.check("the task ran on a worker, not in the terminal", ctx.harness.main_worker.hostname, ctx.ran_on(printed))
-    ctx.check("not in the calling thread", threading.current_thread().name, info["thread"], passed=info["thread"] != threading.current_thread().name)
+    ctx.check(
+        "not in the calling thread",
+        threading.current_thread().name,
+        info["thread"],
+        passed=info["thread"] != threading.current_thread().name,
+    )
     ctx.check("timeline", ["published", "received", "started", "succeeded"], ctx.timeline.kinds(printed))
 
 

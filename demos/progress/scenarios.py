@@ -19,9 +19,15 @@ def _in_lifecycle_order(states: list[str]) -> bool:
     return -1 not in ranks and ranks == sorted(ranks)
 
 
-@scenario("progress.states", "update_state('PROGRESS') reaches a polling caller: PENDING, STARTED, PROGRESS..., SUCCESS")
+@scenario(
+    "progress.states", "update_state('PROGRESS') reaches a polling caller: PENDING, STARTED, PROGRESS..., SUCCESS"
+)
 def states(ctx: Context) -> None:
-    ctx.check("an id no worker has seen reads PENDING (PENDING means 'unknown')", "PENDING", AsyncResult(str(uuid.uuid4()), app=ctx.app).state)
+    ctx.check(
+        "an id no worker has seen reads PENDING (PENDING means 'unknown')",
+        "PENDING",
+        AsyncResult(str(uuid.uuid4()), app=ctx.app).state,
+    )
     # Published before any worker consumes its queue, so it is certainly still PENDING when read.
     result = process_items.apply_async(args=(TOTAL,), queue=ctx.queue("progress"))
     observed: list[str] = [result.state]
@@ -43,11 +49,22 @@ def states(ctx: Context) -> None:
         event = ctx.timeline.wait_for(lambda e: e.task_id == result.id, timeout=0.005, since=position)
         position = ctx.timeline.mark() if event else position
     final: Any = ctx.wait(result)
-    ctx.check("states seen by the caller are in lifecycle order", " -> ".join(LIFECYCLE), " -> ".join(observed), passed=_in_lifecycle_order(observed))
-    ctx.check("caller saw each state (track_started=True gives STARTED)", LIFECYCLE, [s for s in LIFECYCLE if s in observed])
+    ctx.check(
+        "states seen by the caller are in lifecycle order",
+        " -> ".join(LIFECYCLE),
+        " -> ".join(observed),
+        passed=_in_lifecycle_order(observed),
+    )
+    ctx.check(
+        "caller saw each state (track_started=True gives STARTED)", LIFECYCLE, [s for s in LIFECYCLE if s in observed]
+    )
     # A poller may miss the last PROGRESS: SUCCESS overwrites it as soon as the task returns.
-    ctx.check("PROGRESS info seen by the caller counts up", "increasing, within 1..%d" % TOTAL, currents,
-              passed=bool(currents) and currents == sorted(set(currents)) and currents[-1] <= TOTAL)
+    ctx.check(
+        "PROGRESS info seen by the caller counts up",
+        f"increasing, within 1..{TOTAL}",
+        currents,
+        passed=bool(currents) and currents == sorted(set(currents)) and currents[-1] <= TOTAL,
+    )
     reported = [e.data["meta"]["current"] for e in ctx.events(result.id, ["progress"])]
     ctx.check("worker reported every step, in order", list(range(1, TOTAL + 1)), reported)
     ctx.check("final result", {"current": TOTAL, "total": TOTAL, "status": "done"}, final)

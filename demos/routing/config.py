@@ -31,7 +31,11 @@ QUEUES: dict[str, tuple[str, str]] = {
 def routing_conf(ns: Namespace) -> dict[str, Any]:
     """``task_queues`` and ``task_routes`` for a run, with every queue and exchange in its namespace."""
     queues = [
-        Queue(ns.queue(name), Exchange(ns.queue(exchange), type="direct"), routing_key=ns.queue(key) if key == name else key)
+        Queue(
+            ns.queue(name),
+            Exchange(ns.queue(exchange), type="direct"),
+            routing_key=ns.queue(key) if key == name else key,
+        )
         for name, (exchange, key) in QUEUES.items()
     ]
     routes = {task: {**route, "queue": ns.queue(route["queue"])} for task, route in ROUTES.items()}

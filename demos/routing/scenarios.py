@@ -6,7 +6,10 @@ from celery_sim.scenario import Context, scenario
 from demos.routing.tasks import nightly_export, quick_task, render_page, secretflow_job, slow_report, unrouted
 
 
-@scenario("routing.task_routes", "task_routes sends each task to its queue (and routing key); unrouted tasks use the default queue")
+@scenario(
+    "routing.task_routes",
+    "task_routes sends each task to its queue (and routing key); unrouted tasks use the default queue",
+)
 def task_routes(ctx: Context) -> None:
     ns = ctx.harness.ns
     for task, queue in ((secretflow_job, "secretflow_queue"), (render_page, "web_queue"), (unrouted, "default")):
@@ -19,7 +22,12 @@ def task_routes(ctx: Context) -> None:
     # The route says routing_key='secretflow', but for a direct exchange Celery publishes through the
     # default exchange '' with the queue's name as the key, unless the route names the exchange.
     implicit = ctx.wait(secretflow_job.delay())
-    ctx.check("route without exchange: published via exchange", "'' (default exchange)", repr(implicit["exchange"]), passed=implicit["exchange"] == "")
+    ctx.check(
+        "route without exchange: published via exchange",
+        "'' (default exchange)",
+        repr(implicit["exchange"]),
+        passed=implicit["exchange"] == "",
+    )
     ctx.check("route without exchange: routing key used", "secretflow_queue", ns.logical(str(implicit["routing_key"])))
     explicit = ctx.wait(secretflow_job.apply_async(exchange=ctx.queue("secretflow_queue"), routing_key="secretflow"))
     ctx.check("exchange named explicitly: routing key used", "secretflow", explicit["routing_key"])
@@ -39,10 +47,15 @@ def worker_subsets(ctx: Context) -> None:
     ctx.check("every quick_task (fast_queue) ran on the fast worker", [fast.hostname] * 4, quick_hosts)
     ctx.check("every slow_report (slow_queue) ran on the slow worker", [slow.hostname] * 2, report_hosts)
     main = ctx.harness.main_worker.hostname
-    ctx.check("the main worker (default, secretflow_queue, web_queue) ran none", 0, (quick_hosts + report_hosts).count(main))
+    ctx.check(
+        "the main worker (default, secretflow_queue, web_queue) ran none", 0, (quick_hosts + report_hosts).count(main)
+    )
 
 
-@scenario("routing.unconsumed_queue", "a task routed to a queue no worker consumes stays PENDING; the guard ends the wait with a diagnosis")
+@scenario(
+    "routing.unconsumed_queue",
+    "a task routed to a queue no worker consumes stays PENDING; the guard ends the wait with a diagnosis",
+)
 def unconsumed_queue(ctx: Context) -> None:
     result = nightly_export.delay()
     wait_s = 0.3
@@ -50,9 +63,18 @@ def unconsumed_queue(ctx: Context) -> None:
     ctx.check("get() does not return: the guard ends the wait", True, guarded.timed_out)
     # Celery's Redis result backend waits in whole seconds: get(timeout=0.3) returns after ~1 s.
     bound = wait_s + 1.0
-    ctx.check("the wait ended at its deadline (+1 s on Redis results)", f"<= {bound:g} s", round(guarded.waited_s, 3), passed=guarded.waited_s <= bound)
-    ctx.check("diagnosis", "no worker consumes queue 'reports_queue': ...", guarded.diagnosis,
-              passed=bool(guarded.diagnosis and guarded.diagnosis.startswith("no worker consumes queue 'reports_queue'")))
+    ctx.check(
+        "the wait ended at its deadline (+1 s on Redis results)",
+        f"<= {bound:g} s",
+        round(guarded.waited_s, 3),
+        passed=guarded.waited_s <= bound,
+    )
+    ctx.check(
+        "diagnosis",
+        "no worker consumes queue 'reports_queue': ...",
+        guarded.diagnosis,
+        passed=bool(guarded.diagnosis and guarded.diagnosis.startswith("no worker consumes queue 'reports_queue'")),
+    )
     ctx.check("state", "PENDING", result.state)
     queue = ctx.queue("reports_queue")
     ctx.check("the message is still waiting in reports_queue", 1, ctx.harness.queue_size(queue))

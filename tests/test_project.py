@@ -1,0 +1,57 @@
+"""The project keeps its promises about itself: README, CI, --help, types and lint agree."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from celery_sim.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def setup_commands() -> list[str]:
+    section = README.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+
+
+def test_readme_has_exactly_two_setup_commands_run_and_test() -> None:
+    commands = setup_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("python -m celery_sim complete")
+    assert commands[1].endswith("python -m pytest")
+
+
+def test_ci_runs_the_readme_test_command_with_real_brokers_required() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert setup_commands()[1] in ci
+    assert "export CELERY_SIM_REQUIRE_BROKERS=1" in ci
+
+
+def test_every_flag_in_the_readme_is_in_the_help() -> None:
+    flags = set(re.findall(r"^\| `(--[a-z-]+)", README, flags=re.M))
+    assert {"--broker", "--timeout", "--json"} <= flags
+    for command in ("complete", "run"):
+        help_text = CliRunner().invoke(cli, [command, "--help"]).output
+        missing = [flag for flag in flags if flag not in help_text]
+        assert missing == [], f"{command} --help lacks {missing}"
+
+
+def test_the_package_type_checks_strictly() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_the_code_passes_the_linter_and_the_formatter() -> None:
+    for args in (["check", "."], ["format", "--check", "."]):
+        completed = subprocess.run(
+            [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -123,7 +123,12 @@ def test_ctrl_c_stops_the_run_cleanly_and_reports_what_ran() -> None:
         while True:  # a Python-level wait, as in get(): the runner's cancellation interrupts it
             time.sleep(0.01)
 
-    report = run(make("test.first", passing), make("test.interrupt", interrupt), make("test.never", passing))
+    # A background job of a non-interactive shell (as CI may be) starts with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        report = run(make("test.first", passing), make("test.interrupt", interrupt), make("test.never", passing))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert report.interrupted
     assert [r.name for r in report.results] == ["test.first"]
     assert report.not_run == ["test.interrupt", "test.never"]

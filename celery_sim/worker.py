@@ -11,10 +11,10 @@ from time import monotonic
 from typing import Any
 
 from celery import Celery
-from celery._state import _set_task_join_will_block  # type: ignore[attr-defined]
 from celery.concurrency import thread as thread_pool
 from celery.worker import WorkController
 
+from . import joinblock
 from .errors import WorkerError
 
 __all__ = ["EmbeddedWorker"]
@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class ThreadPool(thread_pool.TaskPool):
-    """Celery's thread pool, whose threads start with the worker's app as their current app.
+    """Celery's thread pool, whose threads start as a worker's would.
 
     Celery's thread pool traces each task with ``current_app``, which is thread-local: a fresh
     pool thread would otherwise fall back to the process default app, and two harnesses in one
-    process would run each other's tasks with the wrong app.
+    process would run each other's tasks with the wrong app. Each thread is also marked as a
+    worker thread, where ``result.get()`` raises (see :mod:`celery_sim.joinblock`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -36,8 +37,12 @@ class ThreadPool(thread_pool.TaskPool):
         self.executor = ThreadPoolExecutor(
             max_workers=self.limit,
             thread_name_prefix="csim-pool",
-            initializer=self.app.set_current,
+            initializer=self._start_thread,
         )
+
+    def _start_thread(self) -> None:
+        self.app.set_current()
+        joinblock.mark_pool_thread()
 
 
 class _Controller(WorkController):
@@ -102,6 +107,7 @@ class EmbeddedWorker:
         """Start the worker and wait until it consumes, raising :class:`WorkerError` after ``timeout``."""
         if self._thread is not None:
             raise WorkerError(f"worker {self.hostname} was already started")
+        joinblock.install()
         self._controller = _Controller(
             app=self.app,
             hostname=self.hostname,
@@ -134,9 +140,6 @@ class EmbeddedWorker:
                     "is the broker reachable? (raise --timeout if it is slow)"
                 )
             self._ready.wait(min(remaining, 0.05))
-        # Starting a pool marks the whole process as "inside a worker", which makes every
-        # result.get() raise; the caller side of this process is not a worker.
-        _set_task_join_will_block(False)
 
     def _run(self) -> None:
         assert self._controller is not None
@@ -150,12 +153,18 @@ class EmbeddedWorker:
             self._exited.set()
 
     def request_stop(self) -> None:
-        """Ask the worker to stop (warm: running tasks finish) without waiting for it."""
-        if self._thread is None or self._controller is None or self._stop_requested:
+        """Ask the worker to stop (warm: running tasks finish) without waiting for it.
+
+        The request is Celery's remote-control ``shutdown`` addressed to this node: the worker
+        receives it on its own connection and raises ``WorkerShutdown`` in its own thread, as a
+        real worker does. (Calling ``WorkController.stop()`` from another thread would use the
+        worker's broker connection from two threads at once; on Redis that can hang both.)
+        """
+        if self._thread is None or self._stop_requested:
             return
         self._stop_requested = True
         if self._thread.is_alive():
-            self._controller.stop()
+            self.app.control.shutdown(destination=[self.hostname])
             if self._wake is not None:
                 self._wake()
 
@@ -165,6 +174,13 @@ class EmbeddedWorker:
             return
         self.request_stop()
         self._thread.join(timeout)
+        if self._thread.is_alive() and self._controller is not None:
+            # The shutdown command was not acted on (the worker is not consuming its control
+            # queue): stop it from here as a last resort.
+            self._controller.stop()
+            if self._wake is not None:
+                self._wake()
+            self._thread.join(min(timeout, 2.0))
         if self._thread.is_alive():
             raise WorkerError(
                 f"worker {self.hostname} did not stop within {timeout:g}s; a task is probably still "

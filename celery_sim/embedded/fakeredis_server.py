@@ -12,6 +12,7 @@ this broker's latency; use the default ``memory`` broker when speed matters.
 
 from __future__ import annotations
 
+import logging
 import select
 import shutil
 import socketserver
@@ -29,6 +30,8 @@ __all__ = ["FakeRedisServer", "live_servers"]
 #: How often a handler looks for replies fakeredis pushes without a request (BRPOP wake-ups,
 #: pub/sub), as fakeredis' own handler does.
 _POLL_S = 0.01
+
+log = logging.getLogger(__name__)
 
 _live: set[str] = set()
 _live_lock = threading.Lock()
@@ -58,7 +61,11 @@ class _Handler(TCPFakeRequestHandler):
         while not self.server._shutdown_event.is_set():
             try:
                 if client.can_read():
-                    self.writer.dump(client.read_response())
+                    try:
+                        response = client.read_response()
+                    except Exception as exc:  # fakeredis raises error replies; Redis sends them
+                        response = exc
+                    self.writer.dump(response)
                     continue
                 data = self.rfile.readline()
                 if data == b"":
@@ -68,11 +75,17 @@ class _Handler(TCPFakeRequestHandler):
                     data = self.rfile.readline()
                     if data == b"":
                         return  # the peer closed the connection
+            except (OSError, ValueError) as exc:  # socket I/O failed: the peer is gone
+                log.debug("fakeredis client %s gone: %r", self.client_address, exc)
+                return
+            try:
                 client.get_socket().sendall(data)
-            except (ConnectionError, OSError, ValueError):
-                return  # the peer is gone
             except Exception as exc:  # a command failed: answer with the error, as Redis does
-                self.writer.dump(exc)
+                log.debug("fakeredis command from %s failed: %r", self.client_address, exc)
+                try:
+                    self.writer.dump(exc)
+                except (OSError, ValueError):
+                    return
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):

@@ -14,6 +14,7 @@ FAMILIES: dict[str, str] = {
     "calling": "demos.calling.scenarios",
     "progress": "demos.progress.scenarios",
     "routing": "demos.routing.scenarios",
+    "canvas": "demos.canvas.scenarios",
 }
 
 

@@ -17,7 +17,7 @@ from .brokers import BROKERS, URL_SCHEMES, mask_url, resolve_broker
 from .catalog import default_config, load_catalog
 from .errors import UsageError
 from .harness import Harness
-from .report import LiveReporter, render_catalog, render_report, write_json
+from .report import LiveReporter, render_catalog, render_report, render_timeline, write_json
 from .runner import Runner
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
@@ -93,6 +93,12 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         metavar="PATH",
         help="Also write the results as JSON to PATH (keys: broker, scenarios, summary).",
     )
+    @click.option(
+        "--timeline",
+        "show_timeline",
+        is_flag=True,
+        help="After the table, draw each scenario's tasks on a time axis (queued, running).",
+    )
     @click.option("-v", "--verbose", count=True, help="Show Celery's log (-v warnings, -vv debug) on stderr.")
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:
@@ -146,6 +152,7 @@ def _execute(
     run_timeout: float,
     concurrency: int,
     json_path: Path | None,
+    show_timeline: bool,
     verbose: int,
 ) -> None:
     _setup_logging(verbose)
@@ -168,6 +175,9 @@ def _execute(
     finally:
         reporter.close()
     render_report(console, report)
+    if show_timeline:
+        for result in report.results:
+            render_timeline(console, result)
     if json_path is not None:
         write_json(json_path, report)
         console.print(f"JSON written to {json_path}")

@@ -18,8 +18,9 @@ from rich.table import Table
 
 from .runner import RunReport
 from .scenario import Registry, Scenario, ScenarioResult, Status
+from .timeline import Event
 
-__all__ = ["LiveReporter", "render_catalog", "render_report", "write_json"]
+__all__ = ["LiveReporter", "render_catalog", "render_report", "render_timeline", "write_json"]
 
 STYLE = {
     Status.PASSED: ("✔", "green"),
@@ -129,6 +130,52 @@ def render_report(console: Console, report: RunReport, *, failures_only: bool = 
     )
     if report.interrupted:
         console.print(f"[yellow]Interrupted.[/] Not run: {', '.join(report.not_run) or 'none'}")
+
+
+END_KINDS = ("succeeded", "failed", "retried", "revoked", "unknown", "rejected")
+
+
+def render_timeline(console: Console, result: ScenarioResult, width: int | None = None) -> None:
+    """One row per task of ``result``: queued (░) from publish to start, running (█) to its end."""
+    if not result.events:
+        return
+    width = width or max(16, console.width - 62)
+    t0 = min(e.at for e in result.events)
+    span = max(max(e.at for e in result.events) - t0, 1e-6)
+
+    def column(at: float) -> int:
+        return min(width - 1, int((at - t0) / span * (width - 1)))
+
+    by_task: dict[str, list[Event]] = {}
+    for event in result.events:
+        by_task.setdefault(event.task_id, []).append(event)
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, style="dim")
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, justify="right")
+    for task_id, events in by_task.items():
+        first = events[0].at
+        started = next((e.at for e in events if e.kind == "started"), None)
+        ended = next((e for e in reversed(events) if e.kind in END_KINDS), None)
+        bar = [" "] * width
+        queued_until = started if started is not None else (ended.at if ended else first)
+        for col in range(column(first), column(queued_until) + 1):
+            bar[col] = "░"
+        if started is not None:
+            for col in range(column(started), column(ended.at if ended else started) + 1):
+                bar[col] = "█"
+        colour = "red" if ended and ended.kind in ("failed", "revoked", "unknown", "rejected") else "green"
+        host = next((e.hostname for e in events if e.hostname), None) or ("caller" if started is not None else "-")
+        outcome = ended.kind if ended else events[-1].kind
+        table.add_row(
+            f"{events[0].name.rsplit('.', 1)[-1]} [dim]{task_id[:8]}[/]",
+            host.split("@")[0],
+            f"[{colour}]{''.join(bar)}[/]",
+            f"{(first - t0) * 1000:.1f}→{((ended.at if ended else events[-1].at) - t0) * 1000:.1f} ms {outcome}",
+        )
+    console.print(f"[bold]{result.name}[/] timeline [dim](░ queued, █ running; {span * 1000:.1f} ms across)[/]")
+    console.print(table)
 
 
 def render_catalog(console: Console, registry: Registry) -> None:

@@ -140,6 +140,10 @@ class Runner:
             self._observer.run_started(scenarios, report.broker)
         try:
             for index, item in enumerate(scenarios):
+                declared = item.skip_on.get(harness.broker.name)
+                if declared:
+                    self._finish(report, self._skipped(item, f"declared for {harness.broker.name}: {declared}"))
+                    continue
                 if run_deadline is not None and monotonic() >= run_deadline:
                     self._finish(
                         report, self._skipped(item, f"run deadline ({self._run_timeout:g}s) passed before it started")

@@ -7,7 +7,7 @@ import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from .harness import Harness
     from .timeline import Event, Timeline
     from .worker import EmbeddedWorker
+
+T = TypeVar("T")
 
 __all__ = [
     "REGISTRY",
@@ -192,6 +194,23 @@ class Context:
             return Guarded(diagnosis=diagnose_task(self.harness, result.id), waited_s=monotonic() - started)
         return Guarded(value=value, waited_s=monotonic() - started)
 
+    def eventually(self, probe: Callable[[], T], until: Callable[[T], bool], timeout: float | None = None) -> T:
+        """Call ``probe`` until ``until(value)`` holds or time runs out; returns the last value.
+
+        Re-checks whenever the timeline records an event, and at least every 10 ms (for state
+        that changes without a task event, such as a chord callback marked failed).
+        """
+        deadline = monotonic() + (self.remaining() if timeout is None else min(timeout, self.remaining()))
+        position = self.timeline.mark()
+        while True:
+            value = probe()
+            if until(value) or monotonic() >= deadline:
+                return value
+            if self.timeline.wait_for(
+                lambda e: True, timeout=min(0.01, max(0.0, deadline - monotonic())), since=position
+            ):
+                position = self.timeline.mark()
+
     def progress(self, label: str, current: int, total: int) -> None:
         """Report progress of something the scenario watches (shown live by the runner)."""
         if self._on_progress is not None:
@@ -222,6 +241,8 @@ class Scenario:
     summary: str
     fn: ScenarioFn = field(compare=False)
     timeout: float | None = None
+    #: broker name -> why this scenario is not run there (a declared difference, shown as skipped).
+    skip_on: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def family(self) -> str:
@@ -268,11 +289,16 @@ class Registry:
 REGISTRY = Registry()
 
 
-def scenario(name: str, summary: str, *, timeout: float | None = None) -> Callable[[ScenarioFn], ScenarioFn]:
-    """Register the decorated function as scenario ``name`` in the catalog."""
+def scenario(
+    name: str, summary: str, *, timeout: float | None = None, skip_on: Mapping[str, str] | None = None
+) -> Callable[[ScenarioFn], ScenarioFn]:
+    """Register the decorated function as scenario ``name`` in the catalog.
+
+    ``skip_on`` declares brokers where the scenario is not run, each with the reason shown.
+    """
 
     def register(fn: ScenarioFn) -> ScenarioFn:
-        REGISTRY.add(Scenario(name, summary, fn, timeout))
+        REGISTRY.add(Scenario(name, summary, fn, timeout, dict(skip_on or {})))
         return fn
 
     return register

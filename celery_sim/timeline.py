@@ -87,6 +87,15 @@ class Timeline:
         found = self.events(task_id, [kind])
         return found[0] if found else None
 
+    def span(self, task_id: str) -> tuple[float, float] | None:
+        """When ``task_id`` ran: from its first start to its last end (None if it has not ended)."""
+        events = self.events(task_id)
+        starts = [e.at for e in events if e.kind == "started"]
+        ends = [e.at for e in events if e.kind in ("succeeded", "failed", "retried", "revoked")]
+        if not starts or not ends:
+            return None
+        return starts[0], ends[-1]
+
     def wait_for(self, predicate: Callable[[Event], bool], timeout: float, since: int = 0) -> Event | None:
         """The first event from ``since`` on matching ``predicate``, waiting up to ``timeout`` seconds."""
         deadline = monotonic() + timeout

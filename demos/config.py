@@ -10,7 +10,7 @@ from celery_sim.namespace import Namespace
 from demos.routing.config import routing_conf
 
 #: Modules defining the demo tasks (imported before the app is finalized, as a worker's -A/include would).
-TASK_MODULES = ("demos.calling.tasks", "demos.progress.tasks", "demos.routing.tasks")
+TASK_MODULES = ("demos.calling.tasks", "demos.progress.tasks", "demos.routing.tasks", "demos.canvas.tasks")
 
 #: Logical queues the main embedded worker consumes. Scenarios start their own workers for the
 #: others (fast_queue, slow_queue, progress); reports_queue is consumed by nobody on purpose.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,13 +34,33 @@ def test_scenario_passes_on_the_memory_broker(name: str) -> None:
     assert result.checks
 
 
-def test_the_whole_catalog_passes_on_the_fakeredis_broker() -> None:
-    results = run([s.name for s in CATALOG.all()], broker="fakeredis")
-    assert [explain(r) for r in results if r.status is not Status.PASSED] == []
+def test_the_whole_catalog_passes_on_the_fakeredis_broker_but_for_declared_differences(tmp_path: Path) -> None:
+    # Run as a user runs it, in a fresh interpreter: in a process that has already run many
+    # harnesses, fakeredis was seen to stall (see the fakeredis note in README.md).
+    out = tmp_path / "fakeredis.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "celery_sim", "complete", "--broker", "fakeredis", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    data = json.loads(out.read_text())
+    declared = {s.name for s in CATALOG.all() if "fakeredis" in s.skip_on}
+    problems = [
+        f"{s['name']} {s['status']}: {s['diagnosis']}"
+        for s in data["scenarios"]
+        if s["status"] != "passed" and s["name"] not in declared
+    ]
+    assert problems == [], completed.stdout[-3000:]
+    skipped = {s["name"]: s["diagnosis"] for s in data["scenarios"] if s["status"] == "skipped"}
+    assert set(skipped) == declared
+    assert all(reason.startswith("declared for fakeredis: ") for reason in skipped.values())
+    assert completed.returncode == 0
 
 
-def test_the_catalog_has_the_first_three_families() -> None:
-    assert CATALOG.families()[:3] == ["calling", "progress", "routing"]
+def test_the_catalog_has_the_families_built_so_far() -> None:
+    assert CATALOG.families() == ["calling", "progress", "routing", "canvas"]
 
 
 # Sabotage: the same scenarios on a set-up that behaves differently must report failed checks.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import select
 import shutil
+import socket
 import socketserver
 import tempfile
 import threading
@@ -43,6 +44,18 @@ def live_servers() -> list[str]:
         return sorted(_live)
 
 
+def _send_whole(sock: socket.socket, data: bytes) -> None:
+    """Send all of ``data`` on a non-blocking socket, waiting (bounded) whenever it is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            _, writable, _ = select.select([], [sock], [], 5.0)
+            if not writable:
+                raise TimeoutError("client did not read its reply for 5 s") from None
+
+
 class _Handler(TCPFakeRequestHandler):
     """fakeredis' request handler, keeping the connection open after a command error.
 
@@ -55,6 +68,17 @@ class _Handler(TCPFakeRequestHandler):
         # Unix-socket peers have no address; fakeredis keys its clients by address.
         self.client_address = f"unix-client-{next(self.server.client_ids)}"
         super().setup()
+        # fakeredis makes the socket non-blocking and writes replies through a buffered file:
+        # when the client's buffer is full, a large reply is cut short (BlockingIOError) and the
+        # client waits forever for the rest. Write every reply whole, one writer at a time.
+        lock = threading.Lock()
+        sock = self.connection
+
+        def write(data: bytes) -> None:
+            with lock:
+                _send_whole(sock, data)
+
+        self.writer.write = write  # type: ignore[method-assign,assignment]
 
     def handle(self) -> None:
         client = self.current_client

@@ -1,0 +1,1 @@
+"""Canvas: chains, groups, chords, nested workflows, link/link_error, custom Task classes."""

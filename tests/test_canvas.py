@@ -1,0 +1,99 @@
+"""The canvas family: stable verdicts across runs, checks that fail when Celery does otherwise, the timeline view."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from celery_sim.catalog import default_config, load_catalog
+from celery_sim.harness import Harness
+from celery_sim.report import render_timeline
+from celery_sim.runner import Runner
+from celery_sim.scenario import ScenarioResult, Status
+
+CATALOG = load_catalog()
+CANVAS = [s for s in CATALOG.all() if s.family == "canvas"]
+
+
+def run(names: list[str], tamper: Callable[[Any], None] | None = None) -> list[ScenarioResult]:
+    demo_configure = default_config().configure
+    assert demo_configure is not None
+
+    def configure(app: Any, ns: Any) -> None:
+        demo_configure(app, ns)
+        if tamper is not None:
+            app.finalize()
+            tamper(app)
+
+    return Runner(lambda: Harness(default_config(configure=configure))).run(CATALOG.select(names)).results
+
+
+def test_the_family_gives_identical_verdicts_twice_in_one_process_in_random_order() -> None:
+    names = [s.name for s in CANVAS]
+    shuffled = random.Random(7).sample(names, len(names))
+    verdicts = []
+    for order in (names, shuffled):
+        results = run(order)
+        verdicts.append({r.name: (r.status, [(c.name, c.passed) for c in r.checks]) for r in results})
+    assert verdicts[0] == verdicts[1]
+    assert all(status is Status.PASSED for status, _ in verdicts[0].values())
+
+
+def replace_body(task: str, body: Callable[..., Any]) -> Callable[[Any], None]:
+    def tamper(app: Any) -> None:
+        app.tasks[task].run = body
+
+    return tamper
+
+
+SABOTAGE = {
+    "canvas.chain": (replace_body("demos.canvas.process", lambda data: "tampered"), "each result passed to the next"),
+    "canvas.group": (replace_body("demos.canvas.add", lambda x, y, work_s=0: x * y), "results in the group's order"),
+    "canvas.chord": (
+        replace_body("demos.canvas.collect", lambda values: sorted(values, reverse=True)),
+        "callback received the results in header order",
+    ),
+    "canvas.nested": (replace_body("demos.canvas.validate", lambda data: data), "final value"),
+    "canvas.chord_error": (
+        replace_body("demos.canvas.fail", lambda message: None),
+        "the caller's get() raises the header's error",
+    ),
+    "canvas.link": (
+        replace_body("demos.canvas.on_success", lambda result, key: None),
+        "success: only on_success ran, once",
+    ),
+    "canvas.task_class": (replace_body("demos.canvas.hooked_ok", lambda x: x), "result"),
+    "canvas.get_in_task": (
+        replace_body("demos.canvas.join_inside", lambda x: "get() returned"),
+        "get() inside a task raises",
+    ),
+}
+
+
+def test_every_canvas_scenario_has_a_sabotage() -> None:
+    assert sorted(SABOTAGE) == sorted(s.name for s in CANVAS)
+
+
+@pytest.mark.parametrize("name", sorted(SABOTAGE))
+def test_a_canvas_check_fails_when_a_task_behaves_otherwise(name: str) -> None:
+    tamper, check = SABOTAGE[name]
+    (result,) = run([name], tamper)
+    assert result.status in (Status.FAILED, Status.TIMEOUT)
+    assert check in [c.name for c in result.checks if not c.passed]
+
+
+def test_the_timeline_shows_the_chord_header_before_its_callback() -> None:
+    (result,) = run(["canvas.chord"])
+    output = io.StringIO()
+    render_timeline(Console(file=output, width=120, color_system=None), result)
+    rows = {line.split()[0] + line.split()[1]: line for line in output.getvalue().splitlines()[1:]}
+    header = [line for key, line in rows.items() if key.startswith("value_after")]
+    (callback,) = [line for key, line in rows.items() if key.startswith("collect")]
+    assert len(header) == 3
+    assert callback.index("█") >= max(line.rindex("█") for line in header)
+    assert min(line.index("█") for line in header) < callback.index("█")

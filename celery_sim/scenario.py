@@ -192,7 +192,25 @@ class Context:
             value = result.get(timeout=limit, propagate=propagate, interval=0.05)
         except CeleryTimeoutError:
             return Guarded(diagnosis=diagnose_task(self.harness, result.id), waited_s=monotonic() - started)
+        except BaseException:
+            self._settle(result.id)
+            raise
+        self._settle(result.id)
         return Guarded(value=value, waited_s=monotonic() - started)
+
+    def _settle(self, task_id: str) -> None:
+        """Wait (bounded) until the timeline has ``task_id``'s final event.
+
+        Celery stores a result before it sends task_success (or task_unknown), so a caller whose
+        get() just returned may otherwise read the timeline before the worker has recorded it.
+        """
+        from .diagnose import FINAL_KINDS
+
+        if self.timeline.first(task_id, "published") is None:
+            return  # not a task sent by this run (a group id, an eager result)
+        self.timeline.wait_for(
+            lambda e: e.task_id == task_id and e.kind in FINAL_KINDS, timeout=min(1.0, self.remaining())
+        )
 
     def eventually(self, probe: Callable[[], T], until: Callable[[T], bool], timeout: float | None = None) -> T:
         """Call ``probe`` until ``until(value)`` holds or time runs out; returns the last value.

@@ -6,9 +6,8 @@ import difflib
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import BrokerError
@@ -35,7 +34,6 @@ class Endpoints:
     result_backend: str
     wake: Callable[[], None]
     close: Callable[[], None]
-    transport_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Broker(ABC):

@@ -141,7 +141,6 @@ class Harness:
             worker_hijack_root_logger=False,
             worker_redirect_stdouts=False,
             broker_connection_retry_on_startup=False,
-            broker_transport_options=dict(endpoints.transport_options),
             **self.config.extra_conf,
         )
         if self.config.configure is not None:

@@ -6,13 +6,12 @@ from typing import TYPE_CHECKING
 
 from celery.backends.base import DisabledBackend
 
+from .timeline import TASK_END_KINDS
+
 if TYPE_CHECKING:
     from .harness import Harness
 
-__all__ = ["FINAL_KINDS", "diagnose_pending", "diagnose_task"]
-
-#: Kinds after which a task will do nothing more (a retry is followed by a new publish).
-FINAL_KINDS = frozenset({"succeeded", "failed", "revoked", "unknown", "rejected"})
+__all__ = ["diagnose_pending", "diagnose_task"]
 
 
 def diagnose_task(harness: Harness, task_id: str) -> str:
@@ -75,7 +74,7 @@ def diagnose_pending(harness: Harness, since: int) -> str | None:
     for event in timeline.events(since=since):
         if event.kind == "published":
             pending[event.task_id] = None
-        elif event.kind in FINAL_KINDS:
+        elif event.kind in TASK_END_KINDS:
             pending.pop(event.task_id, None)
     if not pending:
         return None

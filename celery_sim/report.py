@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .runner import RunReport
 from .scenario import Registry, Scenario, ScenarioResult, Status
-from .timeline import Event
+from .timeline import ATTEMPT_END_KINDS, Event
 
 __all__ = ["LiveReporter", "render_catalog", "render_report", "render_timeline", "write_json"]
 
@@ -132,9 +132,6 @@ def render_report(console: Console, report: RunReport, *, failures_only: bool = 
         console.print(f"[yellow]Interrupted.[/] Not run: {', '.join(report.not_run) or 'none'}")
 
 
-END_KINDS = ("succeeded", "failed", "retried", "revoked", "unknown", "rejected")
-
-
 def render_timeline(console: Console, result: ScenarioResult, width: int | None = None) -> None:
     """One row per task of ``result``: queued (░) from publish to start, running (█) to its end."""
     if not result.events:
@@ -157,7 +154,7 @@ def render_timeline(console: Console, result: ScenarioResult, width: int | None 
     for task_id, events in by_task.items():
         first = events[0].at
         started = next((e.at for e in events if e.kind == "started"), None)
-        ended = next((e for e in reversed(events) if e.kind in END_KINDS), None)
+        ended = next((e for e in reversed(events) if e.kind in ATTEMPT_END_KINDS), None)
         bar = [" "] * width
         queued_until = started if started is not None else (ended.at if ended else first)
         for col in range(column(first), column(queued_until) + 1):

@@ -13,6 +13,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from .errors import CelerySimError, UnknownScenarioError
+from .timeline import TASK_END_KINDS
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -204,12 +205,10 @@ class Context:
         Celery stores a result before it sends task_success (or task_unknown), so a caller whose
         get() just returned may otherwise read the timeline before the worker has recorded it.
         """
-        from .diagnose import FINAL_KINDS
-
         if self.timeline.first(task_id, "published") is None:
             return  # not a task sent by this run (a group id, an eager result)
         self.timeline.wait_for(
-            lambda e: e.task_id == task_id and e.kind in FINAL_KINDS, timeout=min(1.0, self.remaining())
+            lambda e: e.task_id == task_id and e.kind in TASK_END_KINDS, timeout=min(1.0, self.remaining())
         )
 
     def eventually(self, probe: Callable[[], T], until: Callable[[T], bool], timeout: float | None = None) -> T:

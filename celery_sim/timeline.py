@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Literal
 
-__all__ = ["KINDS", "TERMINAL_KINDS", "Event", "EventKind", "Timeline"]
+__all__ = ["ATTEMPT_END_KINDS", "KINDS", "TASK_END_KINDS", "Event", "EventKind", "Timeline"]
 
 EventKind = Literal[
     "published", "received", "started", "progress", "retried", "succeeded", "failed", "revoked", "unknown", "rejected"
@@ -25,8 +25,10 @@ KINDS: tuple[EventKind, ...] = (
     "unknown",
     "rejected",
 )
-#: Kinds after which a task attempt does nothing more.
-TERMINAL_KINDS: frozenset[str] = frozenset({"succeeded", "failed", "revoked", "unknown", "rejected", "retried"})
+#: Kinds after which a task will do nothing more (a retry is followed by a new publish).
+TASK_END_KINDS: frozenset[str] = frozenset({"succeeded", "failed", "revoked", "unknown", "rejected"})
+#: Kinds that end one attempt of a task: the task's end, or a retry.
+ATTEMPT_END_KINDS: frozenset[str] = TASK_END_KINDS | {"retried"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class Timeline:
         """When ``task_id`` ran: from its first start to its last end (None if it has not ended)."""
         events = self.events(task_id)
         starts = [e.at for e in events if e.kind == "started"]
-        ends = [e.at for e in events if e.kind in ("succeeded", "failed", "retried", "revoked")]
+        ends = [e.at for e in events if e.kind in ATTEMPT_END_KINDS]
         if not starts or not ends:
             return None
         return starts[0], ends[-1]

@@ -90,7 +90,7 @@ class LiveReporter:
         self._progress.stop()
 
 
-def render_report(console: Console, report: RunReport, *, failures_only: bool = False) -> None:
+def render_report(console: Console, report: RunReport) -> None:
     """The final table (a heading row per scenario, a row per check) and the summary line."""
     table = Table(title="Verified checks", expand=True)
     table.add_column("scenario / check", ratio=5)
@@ -98,8 +98,6 @@ def render_report(console: Console, report: RunReport, *, failures_only: bool = 
     table.add_column("observed", ratio=3)
     table.add_column("", no_wrap=True, width=1)
     for result in report.results:
-        if failures_only and result.status is Status.PASSED:
-            continue
         mark, colour = STYLE[result.status]
         table.add_row(
             f"[bold]{result.name}[/] [dim]{result.duration_s * 1000:.1f} ms[/]",

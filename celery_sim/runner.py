@@ -62,7 +62,7 @@ class RunReport:
         return {
             "broker": self.broker,
             "scenarios": [r.to_json() for r in self.results],
-            "summary": {k: v for k, v in self.counts().items()},
+            "summary": self.counts(),
         }
 
 

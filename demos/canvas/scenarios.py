@@ -105,15 +105,16 @@ def group_scenario(ctx: Context) -> None:
     ctx.check("all members ran on the worker", [ctx.harness.main_worker.hostname], sorted(h or "?" for h in hosts))
 
 
+UNLOCK_TASK = "celery.chord_unlock task polling the header"
+BACKEND_COUNTER = "result backend counts header results (on_chord_part_return)"
+
+
 def _chord_mechanism(backend: Any) -> str:
+    """The join mechanism ``backend`` declares: its own counter, or Celery's chord_unlock task."""
     uses_unlock = getattr(type(backend), "apply_chord", None) is Backend.apply_chord and not getattr(
         backend, "implements_incr", False
     )
-    return (
-        "celery.chord_unlock task polling the header"
-        if uses_unlock
-        else "result backend counts header results (on_chord_part_return)"
-    )
+    return UNLOCK_TASK if uses_unlock else BACKEND_COUNTER
 
 
 @scenario(
@@ -139,11 +140,7 @@ def chord_scenario(ctx: Context) -> None:
         ctx.check("header ran one at a time and finished in header order (concurrency 1)", header_ids, finished)
     ctx.check("the callback ran once", 1, len(ctx.events(result.id, ["started"])))
     published = {e.name for e in ctx.events(kinds=["published"])}
-    observed = (
-        "celery.chord_unlock task polling the header"
-        if "celery.chord_unlock" in published
-        else "result backend counts header results (on_chord_part_return)"
-    )
+    observed = UNLOCK_TASK if "celery.chord_unlock" in published else BACKEND_COUNTER
     ctx.check(f"join mechanism with {type(ctx.app.backend).__name__}", _chord_mechanism(ctx.app.backend), observed)
 
 
@@ -170,7 +167,7 @@ def _raised(ctx: Context, result: AsyncResult[Any]) -> str:
 
 @scenario(
     "canvas.chord_error",
-    "a failing header task: no callback, the original error reaches the caller, the errback runs once",
+    "a failing header task: no callback, the header's error reaches the caller, the errback runs once",
     skip_on=FAKEREDIS_STALLS,
 )
 def chord_error(ctx: Context) -> None:

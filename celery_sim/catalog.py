@@ -15,6 +15,9 @@ FAMILIES: dict[str, str] = {
     "progress": "demos.progress.scenarios",
     "routing": "demos.routing.scenarios",
     "canvas": "demos.canvas.scenarios",
+    "retries": "demos.retries.scenarios",
+    "time": "demos.timing.scenarios",
+    "beat": "demos.timing.beat",
 }
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -13,18 +14,23 @@ from celery import Celery
 from celery._state import _tls  # type: ignore[attr-defined]
 from kombu.exceptions import ChannelError
 
+from . import timewarp
+from .appfactory import AppSpec, Configure, build_app
 from .brokers import Broker, Endpoints, mask_url, resolve_broker
 from .errors import HarnessError, WorkerError
+from .events import EventRecorder
 from .namespace import Namespace
-from .recorder import Recorder, RecordingAMQP, RecordingTask
+from .process_worker import ProcessWorker
+from .recorder import Recorder
 from .timeline import Timeline
 from .worker import EmbeddedWorker
 
-__all__ = ["Harness", "HarnessConfig"]
+__all__ = ["WORKER_KINDS", "Harness", "HarnessConfig", "Worker"]
+
+WORKER_KINDS = ("thread", "process")
+Worker = EmbeddedWorker | ProcessWorker
 
 log = logging.getLogger(__name__)
-
-Configure = Callable[[Celery, Namespace], None]
 
 
 class _HarnessApp(Celery):
@@ -70,6 +76,11 @@ class HarnessConfig:
     stop_timeout: float = 10.0
     worker_loglevel: str = "WARNING"
     run_id: str | None = None
+    #: Delays of published messages are multiplied by this (see :mod:`celery_sim.timewarp`).
+    time_scale: float = 1.0
+    #: Where workers run: "thread" (embedded, in this process) or "process" (a ``celery worker``
+    #: subprocess with the prefork pool; needs a broker other processes can reach).
+    worker: str = "thread"
     extra_conf: dict[str, Any] = field(default_factory=dict)
 
 
@@ -89,7 +100,10 @@ class Harness:
         self._app: _HarnessApp | None = None
         self._endpoints: Endpoints | None = None
         self._recorder: Recorder | None = None
-        self._workers: list[EmbeddedWorker] = []
+        self._workers: list[Worker] = []
+        self._spec: AppSpec | None = None
+        self._events: EventRecorder | None = None
+        self._prefork: Harness | None = None
         self._previous_app: Any = None
         self._started = False
 
@@ -107,6 +121,13 @@ class Harness:
     def start(self) -> None:
         if self._started:
             raise HarnessError("this harness was already started; build a new Harness for a new run")
+        if self.config.worker not in WORKER_KINDS:
+            raise HarnessError(f"worker={self.config.worker!r}: choose one of {', '.join(WORKER_KINDS)}")
+        if self.config.worker != "thread" and self.broker.name == "memory":
+            raise HarnessError(
+                f"worker={self.config.worker!r} needs a broker other processes can reach; the memory broker "
+                "lives in this process: use broker 'fakeredis' (embedded too) or a real broker's URL"
+            )
         self._started = True
         try:
             self._endpoints = self.broker.open(self.ns.run_id)
@@ -120,37 +141,28 @@ class Harness:
             raise
 
     def _build_app(self, endpoints: Endpoints) -> _HarnessApp:
-        ns = self.ns
-        app = _HarnessApp(
-            ns.prefix,
-            broker=endpoints.broker_url,
-            backend=endpoints.result_backend,
-            amqp=RecordingAMQP,
-            task_cls=RecordingTask,
-            set_as_current=False,
-            fixups=[],
+        spec = AppSpec(
+            broker_url=endpoints.broker_url,
+            result_backend=endpoints.result_backend,
+            run_id=self.ns.run_id,
+            configure=self.config.configure,
+            time_scale=self.config.time_scale,
+            extra_conf=dict(self.config.extra_conf),
         )
-        app.conf.update(
-            task_default_queue=ns.queue("default"),
-            control_exchange=ns.control_exchange,
-            event_exchange=ns.event_exchange,
-            accept_content=["json"],
-            result_accept_content=["json"],
-            task_serializer="json",
-            result_serializer="json",
-            worker_hijack_root_logger=False,
-            worker_redirect_stdouts=False,
-            broker_connection_retry_on_startup=False,
-            **self.config.extra_conf,
-        )
-        if self.config.configure is not None:
-            self.config.configure(app, ns)
-        app.finalize(auto=True)
+        app = build_app(spec, app_cls=_HarnessApp)
+        assert isinstance(app, _HarnessApp)
+        self._spec = spec
         return app
 
     def stop(self) -> None:
         """Stop every worker, purge this run's queues and release the broker; safe to call twice."""
         errors: list[str] = []
+        prefork, self._prefork = self._prefork, None
+        if prefork is not None and prefork is not self:
+            try:
+                prefork.stop()
+            except WorkerError as exc:
+                errors.append(str(exc))
         try:
             self.stop_workers(list(self._workers))
         except WorkerError as exc:
@@ -163,6 +175,9 @@ class Harness:
             for backend in list(self._app.csim_backends):
                 _release_backend(backend)
             self._app.close()
+        if self._events is not None:
+            self._events.stop(self.config.stop_timeout)
+            self._events = None
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
@@ -196,14 +211,58 @@ class Harness:
         return mask_url(self._endpoints.broker_url if self._endpoints else self.config.broker)
 
     @property
-    def workers(self) -> tuple[EmbeddedWorker, ...]:
+    def workers(self) -> tuple[Worker, ...]:
         return tuple(self._workers)
 
     @property
-    def main_worker(self) -> EmbeddedWorker:
+    def main_worker(self) -> Worker:
         if not self._workers:
             raise HarnessError("the harness has no worker; call start() first")
         return self._workers[0]
+
+    def prefork(self) -> Harness:
+        """A harness whose worker is a real ``celery worker`` process (prefork, one process) on queue ``prefork``.
+
+        Started on first use and stopped (the process reaped) with this harness. When this run's
+        broker can be reached from other processes it is this harness, with one more worker;
+        on the memory broker, which lives in this process, it is a second harness on the embedded
+        fakeredis broker (its own app and timeline).
+        """
+        if self._prefork is None:
+            if self.broker.name != "memory":
+                self.start_worker(["prefork"], name="prefork", concurrency=1, kind="process")
+                self._prefork = self
+            else:
+                config = replace(
+                    self.config,
+                    broker="fakeredis",
+                    result_backend=None,
+                    worker="process",
+                    queues=("prefork",),
+                    concurrency=1,
+                    run_id=None,
+                )
+                nested = Harness(config)
+                nested.start()
+                self._prefork = nested
+        if self._prefork is not self:
+            self._prefork.app.set_current()  # so that shared tasks' .delay() goes to its broker
+        return self._prefork
+
+    @contextmanager
+    def time_scale(self, scale: float) -> Iterator[None]:
+        """Within the block, delays of messages published by this run are multiplied by ``scale``.
+
+        Messages published in the block carry the scale, so their retries are compressed too,
+        even after the block has ended (see :mod:`celery_sim.timewarp`).
+        """
+        conf = self.app.conf
+        previous = conf.get(timewarp.CONF_KEY)
+        conf[timewarp.CONF_KEY] = timewarp.validate_scale(scale)
+        try:
+            yield
+        finally:
+            conf[timewarp.CONF_KEY] = previous
 
     def queue(self, name: str) -> str:
         """This run's name for logical queue ``name``."""
@@ -211,21 +270,45 @@ class Harness:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def start_worker(self, queues: Sequence[str], *, name: str, concurrency: int = 1) -> EmbeddedWorker:
-        """Start another embedded worker consuming logical ``queues``; it is stopped with the harness."""
-        worker = EmbeddedWorker(
-            self.app,
-            hostname=f"{name}@{self.ns.prefix}",
-            queues=[self.ns.queue(q) for q in queues],
-            concurrency=concurrency,
-            wake=self._endpoints.wake if self._endpoints else None,
-            loglevel=self.config.worker_loglevel,
-        )
+    def start_worker(
+        self, queues: Sequence[str], *, name: str, concurrency: int = 1, kind: str | None = None
+    ) -> Worker:
+        """Start another worker consuming logical ``queues``; it is stopped with the harness.
+
+        ``kind`` ("thread" or "process") defaults to the harness's ``worker`` setting.
+        """
+        kind = kind or self.config.worker
+        hostname = f"{name}@{self.ns.prefix}"
+        run_queues = [self.ns.queue(q) for q in queues]
+        worker: Worker
+        if kind == "process":
+            if self._spec is None:
+                raise HarnessError("the harness is not running; call start() first")
+            if self._events is None:
+                self._events = EventRecorder(self.app, self.timeline)
+                self._events.start(self.config.start_timeout)
+            worker = ProcessWorker(
+                self.app,
+                self._spec,
+                hostname=hostname,
+                queues=run_queues,
+                concurrency=concurrency,
+                loglevel=self.config.worker_loglevel,
+            )
+        else:
+            worker = EmbeddedWorker(
+                self.app,
+                hostname=hostname,
+                queues=run_queues,
+                concurrency=concurrency,
+                wake=self._endpoints.wake if self._endpoints else None,
+                loglevel=self.config.worker_loglevel,
+            )
         self._workers.append(worker)
         worker.start(self.config.start_timeout)
         return worker
 
-    def stop_workers(self, workers: Sequence[EmbeddedWorker]) -> None:
+    def stop_workers(self, workers: Sequence[Worker]) -> None:
         """Stop ``workers`` together (each waits on its broker at most once, in parallel)."""
         for worker in workers:
             if worker in self._workers:

@@ -8,36 +8,67 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from celery import Celery, Task, signals
 from celery.app.amqp import AMQP
 from celery.utils.dispatch import Signal
 
+from . import timewarp
 from .timeline import Timeline
 
-__all__ = ["Recorder", "RecordingAMQP", "RecordingTask", "task_published", "task_state_updated"]
+__all__ = ["Recorder", "RecordingAMQP", "RecordingTask", "published_data", "task_published", "task_state_updated"]
 
 #: Sent by :class:`RecordingAMQP` as a task message is handed to the broker.
-task_published = Signal(name="csim_task_published", providing_args=["headers", "queue", "routing_key", "exchange"])
+task_published = Signal(
+    name="csim_task_published", providing_args=["headers", "warp", "queue", "routing_key", "exchange"]
+)
 #: Sent by :class:`RecordingTask` when a task calls ``update_state`` (custom states, progress).
 task_state_updated = Signal(name="csim_task_state_updated", providing_args=["task_id", "state", "meta"])
 
 
 class RecordingAMQP(AMQP):
-    """Celery's AMQP helper; its task sender also reports each message it publishes."""
+    """Celery's AMQP helper; its task sender also reports each message it publishes.
+
+    It also fixes the moment Celery counts a countdown from (``now``) and keeps it until the
+    message is sent, so the timeline knows the exact countdown behind each ETA.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._created_at = threading.local()
+
+    def as_task_v2(self, task_id: str, name: str, *args: Any, now: datetime | None = None, **kwargs: Any) -> Any:
+        now = now or self.app.now()
+        self._created_at.value = (task_id, now)
+        return super().as_task_v2(task_id, name, *args, now=now, **kwargs)  # type: ignore[misc]  # not in the stubs
+
+    def _creation_time(self, task_id: Any) -> datetime | None:
+        created = getattr(self._created_at, "value", None)
+        self._created_at.value = None
+        return created[1] if created is not None and created[0] == task_id else None
 
     def _create_task_sender(self) -> Callable[..., Any]:
         send: Callable[..., Any] = super()._create_task_sender()  # type: ignore[misc]  # not in the stubs
         app = self.app
 
         def send_task_message(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
-            # Reported before sending: a worker may receive the message before send() returns.
+            # Delays are compressed first (if a time scale is in force), then the message is
+            # reported before sending: a worker may receive it before send() returns.
+            custom = kwargs["headers"] = dict(kwargs.get("headers") or {})
+            warp = timewarp.apply(
+                message.headers,
+                custom,
+                float(app.conf.get(timewarp.CONF_KEY) or 1.0),
+                now=self._creation_time(message.headers.get("id")),
+            )
             queue = kwargs.get("queue")
             exchange = kwargs.get("exchange")
             task_published.send(
                 sender=app,
                 headers=message.headers,
+                warp=warp,
                 queue=getattr(queue, "name", queue),
                 routing_key=kwargs.get("routing_key"),
                 exchange=getattr(exchange, "name", exchange),
@@ -55,6 +86,24 @@ class RecordingTask(Task[Any, Any]):
     ) -> None:
         super().update_state(task_id, state, meta, **kwargs)
         task_state_updated.send(sender=self, task_id=task_id or self.request.id, state=state, meta=meta)
+
+
+def published_data(headers: Any, warp: timewarp.Warp, where: dict[str, Any]) -> dict[str, Any]:
+    """What the timeline keeps of a published message (JSON-safe: a worker process sends it as an event)."""
+    return {
+        "queue": where.get("queue"),
+        "routing_key": where.get("routing_key"),
+        "exchange": where.get("exchange"),
+        "retries": headers.get("retries", 0),
+        # The ETA and expiry Celery computed; *_sent are what the broker got (see timewarp).
+        "eta": warp.eta.isoformat() if warp.eta else None,
+        "expires": warp.expires.isoformat() if warp.expires else None,
+        "countdown": warp.countdown,
+        "due_in": warp.due_in,
+        "time_scale": warp.scale,
+        "eta_sent": warp.eta_sent.isoformat() if warp.eta_sent else None,
+        "expires_sent": warp.expires_sent.isoformat() if warp.expires_sent else None,
+    }
 
 
 class Recorder:
@@ -93,20 +142,18 @@ class Recorder:
     def _mine(self, sender: Any) -> bool:
         return sender is self.app or getattr(sender, "app", None) is self.app
 
-    def _on_published(self, sender: Any = None, headers: Any = None, **kw: Any) -> None:
-        if sender is not self.app or not headers:
+    def _on_published(
+        self, sender: Any = None, headers: Any = None, warp: timewarp.Warp | None = None, **kw: Any
+    ) -> None:
+        if sender is not self.app or not headers or warp is None:
             return
         self.timeline.record(
             "published",
             str(headers.get("id")),
             str(headers.get("task")),
-            queue=kw.get("queue"),
-            routing_key=kw.get("routing_key"),
-            exchange=kw.get("exchange"),
-            eta=headers.get("eta"),
-            expires=headers.get("expires"),
-            retries=headers.get("retries", 0),
+            **published_data(headers, warp, kw),
             caller_thread=threading.current_thread().name,
+            by_worker=threading.current_thread().name.startswith("csim-pool"),
         )
 
     def _on_received(self, sender: Any = None, request: Any = None, **kw: Any) -> None:

@@ -79,6 +79,8 @@ class LiveReporter:
         line = f"[{colour}]{mark} {result.status.value:<7}[/] {result.name:<32} {result.duration_s * 1000:8.1f} ms  {detail}"
         if result.status is not Status.PASSED and result.diagnosis:
             line += f"\n    [dim]{escape(result.diagnosis)}[/]"
+        for warning in result.warnings:
+            line += f"\n    [yellow]⚠ {escape(warning)}[/]"
         with self._lock:
             for key in [k for k in self._bars if k.startswith(result.name + ":")]:
                 self._progress.remove_task(self._bars.pop(key))
@@ -107,6 +109,8 @@ def render_report(console: Console, report: RunReport) -> None:
         )
         if result.diagnosis and result.status is not Status.PASSED:
             table.add_row(f"  [{colour}]{escape(result.diagnosis)}[/]", "", "", "")
+        for warning in result.warnings:
+            table.add_row(f"  [yellow]⚠ {escape(warning)}[/]", "", "", "")
         for check in result.checks:
             ok_mark, ok_colour = STYLE[Status.PASSED if check.passed else Status.FAILED]
             table.add_row(

@@ -243,9 +243,11 @@ class Runner:
             if leftover:
                 log.debug("purged %d message(s) left by %s", leftover, item.name)
         events = harness.timeline.events(since=ctx.since)
-        return ScenarioResult(
+        result = ScenarioResult(
             item.name, item.summary, status, monotonic() - started, checks, attempt.diagnosis, events
-        ), usable
+        )
+        result.warnings.extend(ctx.warnings)
+        return result, usable
 
     @staticmethod
     def _cancel(attempt: _Attempt) -> bool:

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import difflib
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
+from celery.states import READY_STATES
 
 from .errors import CelerySimError, UnknownScenarioError
 from .timeline import TASK_END_KINDS
 
 if TYPE_CHECKING:
-    from .harness import Harness
+    from .harness import Harness, Worker
     from .timeline import Event, Timeline
-    from .worker import EmbeddedWorker
 
 T = TypeVar("T")
 
@@ -86,6 +87,8 @@ class ScenarioResult:
     checks: list[Check] = field(default_factory=list)
     diagnosis: str | None = None
     events: list[Event] = field(default_factory=list)
+    #: Caveats the user must see even when every check passed (what a pool or broker cannot do).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def family(self) -> str:
@@ -99,6 +102,7 @@ class ScenarioResult:
             "duration_s": round(self.duration_s, 4),
             "checks": [c.to_json() for c in self.checks],
             "diagnosis": self.diagnosis,
+            "warnings": list(self.warnings),
         }
 
 
@@ -141,9 +145,10 @@ class Context:
         self.scenario = scenario
         self.deadline = deadline
         self.checks: list[Check] = []
+        self.warnings: list[str] = []
         self.since = harness.timeline.mark()
         self._on_progress = on_progress
-        self._workers: list[EmbeddedWorker] = []
+        self._workers: list[Worker] = []
 
     @property
     def app(self) -> Any:
@@ -228,14 +233,66 @@ class Context:
             ):
                 position = self.timeline.mark()
 
+    def watch(self, result: AsyncResult[Any], on_change: Callable[[str, Any], None] | None = None) -> list[str]:
+        """The states a caller polling ``result`` sees, until it is ready or the deadline passes.
+
+        Reads ``result.state`` again on each timeline event of the task (or every 5 ms, as a
+        polling client would) and returns each state seen, consecutive repeats collapsed;
+        ``on_change(state, info)`` is called on every read whose state or info changed.
+        """
+        seen: list[str] = []
+        last: tuple[str, Any] | None = None
+        position = self.timeline.mark()
+        while True:
+            state, info = result.state, result.info
+            if not seen or state != seen[-1]:
+                seen.append(state)
+            if on_change is not None and (state, info) != last:
+                on_change(state, info)
+            last = (state, info)
+            if state in READY_STATES or self.remaining() <= 0:
+                return seen
+            event = self.timeline.wait_for(lambda e: e.task_id == result.id, timeout=0.005, since=position)
+            position = self.timeline.mark() if event else position
+
+    def time_scale(self, scale: float) -> AbstractContextManager[None]:
+        """Compress the delays of messages published within the block (see :mod:`celery_sim.timewarp`)."""
+        return self.harness.time_scale(scale)
+
+    def published(self, task_id: str) -> list[Event]:
+        """Every message published for ``task_id`` (the first call, then one per retry), in order."""
+        return self.events(task_id, ["published"])
+
+    def warn(self, text: str) -> None:
+        """Record a caveat shown with the scenario's result (it does not fail the scenario)."""
+        self.warnings.append(text)
+
+    @contextmanager
+    def prefork(self) -> Iterator[Harness]:
+        """A harness with a real ``celery worker`` process (prefork pool, one process) on queue ``prefork``.
+
+        Started on first use and shared by the run's scenarios (see :meth:`Harness.prefork`); send
+        tasks with ``queue=harness.queue("prefork")`` and read their events in its timeline. Within
+        the block its app is the current app; after it, this run's app is again.
+        """
+        try:
+            yield self.harness.prefork()
+        finally:
+            self.harness.app.set_current()
+
     def progress(self, label: str, current: int, total: int) -> None:
         """Report progress of something the scenario watches (shown live by the runner)."""
         if self._on_progress is not None:
             self._on_progress(label, current, total)
 
-    def start_worker(self, queues: Iterable[str], *, name: str, concurrency: int = 1) -> EmbeddedWorker:
-        """Start an extra worker for this scenario only (stopped when the scenario ends)."""
-        worker = self.harness.start_worker(list(queues), name=name, concurrency=concurrency)
+    def start_worker(
+        self, queues: Iterable[str], *, name: str, concurrency: int = 1, kind: str | None = None
+    ) -> Worker:
+        """Start an extra worker for this scenario only (stopped when the scenario ends).
+
+        ``kind`` ("thread", "process") defaults to the run's worker mode.
+        """
+        worker = self.harness.start_worker(list(queues), name=name, concurrency=concurrency, kind=kind)
         self._workers.append(worker)
         return worker
 

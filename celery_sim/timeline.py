@@ -89,6 +89,20 @@ class Timeline:
         found = self.events(task_id, [kind])
         return found[0] if found else None
 
+    def attempts(self, task_id: str) -> list[int]:
+        """``request.retries`` of each attempt of ``task_id`` that started, in order (0, 1, 2, ...)."""
+        return [int(e.data.get("retries") or 0) for e in self.events(task_id, ["started"])]
+
+    def countdowns(self, task_id: str) -> list[float | None]:
+        """The delay Celery scheduled for each retry of ``task_id``, in seconds, from the retry messages.
+
+        Read from the ETA Celery computed (before any time compression); None for a retry sent
+        without a delay.
+        """
+        return [
+            e.data.get("countdown") for e in self.events(task_id, ["published"]) if int(e.data.get("retries") or 0) > 0
+        ]
+
     def span(self, task_id: str) -> tuple[float, float] | None:
         """When ``task_id`` ran: from its first start to its last end (None if it has not ended)."""
         events = self.events(task_id)

@@ -74,6 +74,8 @@ class EmbeddedWorker:
     once instead of after its drain timeout (Celery's blocking loop waits up to 2 s).
     """
 
+    kind = "thread"
+
     def __init__(
         self,
         app: Celery,

@@ -6,14 +6,25 @@ from collections.abc import Iterator
 
 import pytest
 from celery import signals
+from hypothesis import HealthCheck, settings
 
 from celery_sim.catalog import default_config, load_catalog
 from celery_sim.embedded import memory, results
 from celery_sim.embedded.fakeredis_server import live_servers
 from celery_sim.harness import Harness
+from celery_sim.process_worker import live_processes
 from celery_sim.recorder import task_published, task_state_updated
 
 load_catalog()
+
+# Property-test profiles (tests/test_retry_properties.py): "ci" by default, well under 60 s on two
+# cores; "deep" with --hypothesis-profile=deep for a nightly-style run. Each example opens a
+# harness, so Hypothesis' per-example deadline does not apply.
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile("deep", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 WATCHED_SIGNALS = [
     task_published,
@@ -44,6 +55,7 @@ def nothing_leaks() -> Iterator[None]:
     assert memory.live_vhosts() == [], "memory broker state left behind"
     assert results.live_stores() == [], "result store left behind"
     assert live_servers() == [], "fakeredis server left running"
+    assert live_processes() == [], "worker process left running"
     assert [len(s.receivers) for s in WATCHED_SIGNALS] == receivers_before, "signal receivers left connected"
 
 

@@ -28,7 +28,10 @@ def test_json_output_has_the_stable_keys(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert set(data) == {"broker", "scenarios", "summary"}
     assert [s["name"] for s in data["scenarios"]] == ["routing.unconsumed_queue", "calling.delay"]
-    assert all(set(s) == {"name", "family", "status", "duration_s", "checks", "diagnosis"} for s in data["scenarios"])
+    assert all(
+        set(s) == {"name", "family", "status", "duration_s", "checks", "diagnosis", "warnings"}
+        for s in data["scenarios"]
+    )
     assert data["summary"]["passed"] == 2
     check = data["scenarios"][0]["checks"][0]
     assert set(check) == {"name", "passed", "expected", "observed"}

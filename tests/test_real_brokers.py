@@ -36,6 +36,11 @@ def test_the_whole_catalog_passes_on_a_real_broker(url: str) -> None:
     need(url)
     catalog = load_catalog()
     report = Runner(lambda: Harness(default_config(broker=url))).run(catalog.all())
-    problems = [f"{r.name} {r.status.value}: {r.diagnosis}" for r in report.results if r.status is not Status.PASSED]
+    declared = {s.name for s in catalog.all() if resolve_broker(url).name in s.skip_on}
+    problems = [
+        f"{r.name} {r.status.value}: {r.diagnosis}"
+        for r in report.results
+        if not (r.status is Status.PASSED or (r.status is Status.SKIPPED and r.name in declared))
+    ]
     assert problems == []
     assert report.broker == mask_url(url)

@@ -60,7 +60,7 @@ def test_the_whole_catalog_passes_on_the_fakeredis_broker_but_for_declared_diffe
 
 
 def test_the_catalog_has_the_families_built_so_far() -> None:
-    assert CATALOG.families() == ["calling", "progress", "routing", "canvas"]
+    assert CATALOG.families() == ["calling", "progress", "routing", "canvas", "retries", "time", "beat"]
 
 
 # Sabotage: the same scenarios on a set-up that behaves differently must report failed checks.
@@ -103,3 +103,21 @@ def test_routing_checks_fail_without_task_routes() -> None:
     assert result.status is Status.FAILED
     assert "secretflow_job: routed to" in failed_checks(result)
     assert "render_page: routed to" in failed_checks(result)
+
+
+def test_retry_checks_fail_when_the_policy_differs() -> None:
+    demo_configure = default_config().configure
+    assert demo_configure is not None
+
+    def fewer_retries(app: Any, ns: Any) -> None:
+        demo_configure(app, ns)
+        app.finalize()
+        app.tasks["demos.retries.fetch_page"].max_retries = 1
+
+    (manual,) = run(["retries.manual"], configure=fewer_retries)
+    assert manual.status is Status.FAILED
+    assert {
+        "value after two retries",
+        "request.retries of each attempt counts up",
+        "countdown Celery scheduled for each retry (s)",
+    } <= set(failed_checks(manual))

@@ -31,11 +31,7 @@ from demos.canvas.tasks import (
     validate,
     value_after,
 )
-
-#: Measured: under this family's load fakeredis stalls (a worker-sent task or its result never
-#: arrives) or drops a connection, in a third to a half of the runs; on real Redis and RabbitMQ
-#: the family passes every time (tests/test_real_brokers.py).
-FAKEREDIS_STALLS = {"fakeredis": "fakeredis stalls or drops connections under canvas load; passes on real Redis"}
+from demos.config import FAKEREDIS_STALLS
 
 
 def _chain_ids(result: Any) -> list[str]:
@@ -73,9 +69,7 @@ def chain_scenario(ctx: Context) -> None:
         "in order" if ordered else "out of order",
         passed=ordered,
     )
-    senders = [
-        "worker" if e and str(e.data.get("caller_thread", "")).startswith("csim-pool") else "caller" for e in sent
-    ]
+    senders = ["worker" if e and e.data.get("by_worker") else "caller" for e in sent]
     ctx.check(
         "the caller sends the first step; the worker sends the next ones", ["caller", "worker", "worker"], senders
     )

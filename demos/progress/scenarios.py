@@ -30,24 +30,20 @@ def states(ctx: Context) -> None:
     )
     # Published before any worker consumes its queue, so it is certainly still PENDING when read.
     result = process_items.apply_async(args=(TOTAL,), queue=ctx.queue("progress"))
-    observed: list[str] = [result.state]
     currents: list[int] = []
-    ctx.start_worker(["progress"], name="progress")
-    position = ctx.timeline.mark()
-    while True:
-        state, info = result.state, result.info
-        if state != observed[-1]:
-            observed.append(state)
+
+    def on_change(state: str, info: Any) -> None:
         if state == "PROGRESS" and isinstance(info, dict):
             current = int(info.get("current", 0))
             if not currents or current != currents[-1]:
                 currents.append(current)
                 ctx.progress("process_items", current, int(info.get("total", TOTAL)))
-        if state in ("SUCCESS", "FAILURE") or ctx.remaining() <= 0:
-            break
-        # Wake on the task's next event (or after 5 ms, as a polling client would), then read again.
-        event = ctx.timeline.wait_for(lambda e: e.task_id == result.id, timeout=0.005, since=position)
-        position = ctx.timeline.mark() if event else position
+
+    first = result.state
+    ctx.start_worker(["progress"], name="progress")
+    observed = ctx.watch(result, on_change)
+    if observed[0] != first:
+        observed.insert(0, first)
     final: Any = ctx.wait(result)
     ctx.check(
         "states seen by the caller are in lifecycle order",

@@ -1,0 +1,109 @@
+"""Builds a run's Celery app: the same app in the harness and in a worker process it starts."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from . import timewarp
+from .errors import HarnessError
+from .namespace import Namespace
+from .recorder import RecordingAMQP, RecordingTask
+
+__all__ = ["ENV_SPEC", "AppSpec", "Configure", "build_app", "configure_path", "load_configure"]
+
+Configure = Callable[[Celery, Namespace], None]
+
+#: Environment variable carrying a run's AppSpec (JSON) to a worker process.
+ENV_SPEC = "CSIM_APP_SPEC"
+
+
+def configure_path(configure: Configure) -> str:
+    """``module:function`` of ``configure``, so that another process can import it."""
+    module, name = getattr(configure, "__module__", None), getattr(configure, "__qualname__", "")
+    if not module or "<" in name or module == "__main__":
+        raise HarnessError(
+            f"configure={configure!r} cannot be loaded by a worker process: "
+            "give a function defined at the top level of an importable module"
+        )
+    return f"{module}:{name}"
+
+
+def load_configure(path: str) -> Configure:
+    module, _, name = path.partition(":")
+    found: Configure = getattr(importlib.import_module(module), name)
+    return found
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """Everything that defines a run's app; :meth:`to_json` carries it to a worker process."""
+
+    broker_url: str
+    result_backend: str
+    run_id: str
+    configure: Configure | None = None
+    time_scale: float = 1.0
+    extra_conf: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "broker_url": self.broker_url,
+                "result_backend": self.result_backend,
+                "run_id": self.run_id,
+                "configure": configure_path(self.configure) if self.configure else None,
+                "time_scale": self.time_scale,
+                "extra_conf": self.extra_conf,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AppSpec:
+        data = json.loads(text)
+        configure = load_configure(data["configure"]) if data.get("configure") else None
+        return cls(
+            data["broker_url"],
+            data["result_backend"],
+            data["run_id"],
+            configure,
+            float(data.get("time_scale", 1.0)),
+            dict(data.get("extra_conf") or {}),
+        )
+
+
+def build_app(spec: AppSpec, app_cls: type[Celery] = Celery) -> Celery:
+    """A fresh, finalized app for ``spec``: namespaced queues and exchanges, JSON only."""
+    ns = Namespace(spec.run_id)
+    app = app_cls(
+        ns.prefix,
+        broker=spec.broker_url,
+        backend=spec.result_backend,
+        amqp=RecordingAMQP,
+        task_cls=RecordingTask,
+        set_as_current=False,
+        fixups=[],
+    )
+    app.conf.update(
+        task_default_queue=ns.queue("default"),
+        control_exchange=ns.control_exchange,
+        event_exchange=ns.event_exchange,
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        broker_connection_retry_on_startup=False,
+        **{timewarp.CONF_KEY: timewarp.validate_scale(spec.time_scale)},
+        **spec.extra_conf,
+    )
+    if spec.configure is not None:
+        spec.configure(app, ns)
+    app.finalize(auto=True)
+    return app

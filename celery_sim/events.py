@@ -1,0 +1,115 @@
+"""Records Celery's task events (sent by worker processes) in a harness's timeline.
+
+An embedded worker runs in the harness's process, where Celery's signals feed the timeline
+directly. A worker in another process (``--worker process`` or ``external``) is observed the way
+Celery's own monitors observe it: through task events (``celery worker -E``), plus the custom
+``csim-published`` and ``csim-progress`` events sent by :mod:`celery_sim.worker_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.events.receiver import EventReceiver
+
+from .errors import HarnessError
+from .timeline import EventKind, Timeline
+
+__all__ = ["EventRecorder"]
+
+log = logging.getLogger(__name__)
+
+_KINDS: dict[str, EventKind] = {
+    "task-received": "received",
+    "task-started": "started",
+    "task-succeeded": "succeeded",
+    "task-failed": "failed",
+    "task-retried": "retried",
+    "task-revoked": "revoked",
+    "task-rejected": "rejected",
+    "csim-published": "published",
+    "csim-progress": "progress",
+}
+
+
+def _exception_name(text: Any) -> str | None:
+    """``ValueError`` from an event's exception repr ``ValueError('...')``."""
+    return str(text).split("(", 1)[0] or None if text else None
+
+
+class _Receiver(EventReceiver):
+    def __init__(self, *args: Any, ready: threading.Event, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ready = ready
+
+    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, wakeup: bool = True, **kw: Any) -> None:
+        self._ready.set()
+
+
+class EventRecorder:
+    """A thread consuming the run's event exchange into ``timeline``; bounded start and stop."""
+
+    def __init__(self, app: Celery, timeline: Timeline) -> None:
+        self.app = app
+        self.timeline = timeline
+        self._names: dict[str, str] = {}
+        self._retries: dict[str, int] = {}
+        self._ready = threading.Event()
+        self._receiver: _Receiver | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float) -> None:
+        self._thread = threading.Thread(target=self._run, name="csim-events", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop(timeout)
+            raise HarnessError(f"the event receiver did not start within {timeout:g}s: {self._error!r}")
+
+    def _run(self) -> None:
+        try:
+            with self.app.connection_for_read() as conn:
+                self._receiver = _Receiver(conn, handlers={"*": self._on_event}, app=self.app, ready=self._ready)
+                self._receiver.capture(limit=None, timeout=None, wakeup=False)
+        except Exception as exc:  # reported by start(); a stopped broker ends the thread too
+            self._error = exc
+            log.debug("event receiver ended: %r", exc)
+
+    def stop(self, timeout: float) -> None:
+        if self._receiver is not None:
+            self._receiver.should_stop = True
+        if self._thread is not None:
+            self._thread.join(timeout)  # the receiver drains in 1 s slices
+            self._thread = None
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = _KINDS.get(str(event.get("type")))
+        task_id = str(event.get("uuid") or "")
+        if kind is None or not task_id:
+            return
+        name = str(event.get("name") or self._names.get(task_id, "?"))
+        self._names.setdefault(task_id, name)
+        hostname = event.get("hostname")
+        data: dict[str, Any] = {}
+        if kind == "published":
+            data = {k: v for k, v in event.items() if k not in ("type", "uuid", "name", "hostname", "timestamp")}
+            hostname = None
+        elif kind == "received":
+            self._retries[task_id] = int(event.get("retries") or 0)
+            data = {"eta": event.get("eta"), "queue": event.get("routing_key")}
+        elif kind == "started":
+            data = {"eager": False, "retries": self._retries.get(task_id, 0)}
+        elif kind == "progress":
+            data = {"state": event.get("state"), "meta": event.get("meta")}
+        elif kind == "succeeded":
+            data = {"result": event.get("result")}  # Celery sends the result's repr
+        elif kind == "failed":
+            data = {"exception": _exception_name(event.get("exception")), "message": event.get("exception")}
+        elif kind == "retried":
+            data = {"reason": event.get("exception")}
+        elif kind == "revoked":
+            data = {"terminated": event.get("terminated"), "expired": event.get("expired")}
+        self.timeline.record(kind, task_id, name, hostname, **data)

@@ -1,0 +1,172 @@
+"""A real ``celery worker`` process (prefork pool), started and always reaped by the harness."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from time import monotonic
+from typing import IO, Any
+
+from celery import Celery
+
+from .appfactory import ENV_SPEC, AppSpec
+from .brokers import mask_url
+from .errors import WorkerError
+
+__all__ = ["ProcessWorker", "live_processes"]
+
+log = logging.getLogger(__name__)
+
+_live: weakref.WeakSet[ProcessWorker] = weakref.WeakSet()
+
+
+def live_processes() -> list[int]:
+    """Process ids of worker processes started here and not yet reaped (empty after every run)."""
+    return sorted(w.pid for w in list(_live) if w.pid is not None and w.alive)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the worker gets SIGTERM if this process dies (even by SIGKILL), so it is never orphaned."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class ProcessWorker:
+    """``celery -A celery_sim.worker_app worker -P prefork`` for one run, with a bounded start and stop.
+
+    The process leads its own process group, so a stop can kill the pool's children with it;
+    it is ready once it answers Celery's remote-control ``ping``.
+    """
+
+    kind = "process"
+
+    def __init__(
+        self,
+        app: Celery,
+        spec: AppSpec,
+        *,
+        hostname: str,
+        queues: Sequence[str],
+        concurrency: int = 2,
+        loglevel: str = "WARNING",
+        pool: str = "prefork",
+    ) -> None:
+        if concurrency < 1:
+            raise WorkerError(f"concurrency={concurrency!r} must be at least 1")
+        self.app = app
+        self.spec = spec
+        self.hostname = hostname
+        self.queues = tuple(queues)
+        self.concurrency = concurrency
+        self.pool = pool
+        self._loglevel = loglevel
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def running(self) -> bool:
+        return self.alive
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_sim.worker_app",
+            "worker",
+            "-P",
+            self.pool,
+            "-c",
+            str(self.concurrency),
+            "-Q",
+            ",".join(self.queues),
+            "-n",
+            self.hostname,
+            "-E",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            self._loglevel,
+        ]
+
+    def log_tail(self, lines: int = 15) -> str:
+        if self._log is None:
+            return ""
+        text = Path(self._log.name).read_text(errors="replace").splitlines()[-lines:]
+        return mask_url("\n".join(text))
+
+    def start(self, timeout: float) -> None:
+        """Start the process and wait until it answers ``ping``; :class:`WorkerError` after ``timeout``."""
+        if self._proc is not None:
+            raise WorkerError(f"worker {self.hostname} was already started")
+        env = {**os.environ, ENV_SPEC: self.spec.to_json()}
+        self._log = tempfile.NamedTemporaryFile(prefix="csim-worker-", suffix=".log", delete=False)  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            self.command(),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        _live.add(self)
+        deadline = monotonic() + timeout
+        while monotonic() < deadline:
+            if not self.alive:
+                raise WorkerError(f"worker process {self.hostname} exited at start:\n{self.log_tail()}")
+            if self.app.control.ping(destination=[self.hostname], timeout=0.2):
+                return
+        self.stop(2.0)
+        raise WorkerError(f"worker process {self.hostname} did not answer ping within {timeout:g}s:\n{self.log_tail()}")
+
+    def request_stop(self) -> None:
+        """Warm shutdown (SIGTERM, as ``celery worker`` expects): running tasks finish first."""
+        if self.alive and self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float) -> None:
+        """Stop and reap the process and its pool; SIGKILL to the whole group after ``timeout``."""
+        proc = self._proc
+        if proc is None:
+            return
+        self.request_stop()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("worker process %s did not stop within %gs; killing it", self.hostname, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # pool children left behind, if any
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5.0)
+        _live.discard(self)
+        if self._log is not None:
+            self._log.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._log.name)
+            self._log = None
+
+    def pool_pids(self) -> list[int]:
+        """Process ids of the pool's child processes (from Celery's ``inspect stats``)."""
+        stats: Any = self.app.control.inspect(destination=[self.hostname], timeout=1.0).stats() or {}
+        return sorted(int(p) for p in stats.get(self.hostname, {}).get("pool", {}).get("processes", []))

@@ -1,0 +1,1 @@
+"""Retries: what self.retry, autoretry_for and backoff really do."""

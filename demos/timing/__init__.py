@@ -1,0 +1,1 @@
+"""Time: time limits, client timeouts, ETA/countdown, expires, rate limits, revoke, beat."""

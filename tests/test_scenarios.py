@@ -34,6 +34,7 @@ def test_scenario_passes_on_the_memory_broker(name: str) -> None:
     assert result.checks
 
 
+@pytest.mark.timeout(300)
 def test_the_whole_catalog_passes_on_the_fakeredis_broker_but_for_declared_differences(tmp_path: Path) -> None:
     # Run as a user runs it, in a fresh interpreter: in a process that has already run many
     # harnesses, fakeredis was seen to stall (see the fakeredis note in README.md).
@@ -42,7 +43,7 @@ def test_the_whole_catalog_passes_on_the_fakeredis_broker_but_for_declared_diffe
         [sys.executable, "-m", "celery_sim", "complete", "--broker", "fakeredis", "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=280,
         check=False,
     )
     data = json.loads(out.read_text())

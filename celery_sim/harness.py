@@ -6,7 +6,7 @@ import logging
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -103,7 +103,6 @@ class Harness:
         self._workers: list[Worker] = []
         self._spec: AppSpec | None = None
         self._events: EventRecorder | None = None
-        self._prefork: Harness | None = None
         self._previous_app: Any = None
         self._started = False
 
@@ -157,12 +156,6 @@ class Harness:
     def stop(self) -> None:
         """Stop every worker, purge this run's queues and release the broker; safe to call twice."""
         errors: list[str] = []
-        prefork, self._prefork = self._prefork, None
-        if prefork is not None and prefork is not self:
-            try:
-                prefork.stop()
-            except WorkerError as exc:
-                errors.append(str(exc))
         try:
             self.stop_workers(list(self._workers))
         except WorkerError as exc:
@@ -219,35 +212,6 @@ class Harness:
         if not self._workers:
             raise HarnessError("the harness has no worker; call start() first")
         return self._workers[0]
-
-    def prefork(self) -> Harness:
-        """A harness whose worker is a real ``celery worker`` process (prefork, one process) on queue ``prefork``.
-
-        Started on first use and stopped (the process reaped) with this harness. When this run's
-        broker can be reached from other processes it is this harness, with one more worker;
-        on the memory broker, which lives in this process, it is a second harness on the embedded
-        fakeredis broker (its own app and timeline).
-        """
-        if self._prefork is None:
-            if self.broker.name != "memory":
-                self.start_worker(["prefork"], name="prefork", concurrency=1, kind="process")
-                self._prefork = self
-            else:
-                config = replace(
-                    self.config,
-                    broker="fakeredis",
-                    result_backend=None,
-                    worker="process",
-                    queues=("prefork",),
-                    concurrency=1,
-                    run_id=None,
-                )
-                nested = Harness(config)
-                nested.start()
-                self._prefork = nested
-        if self._prefork is not self:
-            self._prefork.app.set_current()  # so that shared tasks' .delay() goes to its broker
-        return self._prefork
 
     @contextmanager
     def time_scale(self, scale: float) -> Iterator[None]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 import enum
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -188,6 +188,19 @@ class Context:
             raise WaitTimeout(guarded.diagnosis)
         return guarded.value
 
+    def outcome(self, result: AsyncResult[Any]) -> tuple[str, Any]:
+        """The final state and what ``get()`` gave the caller: the value, or the exception it raised.
+
+        A wait that runs out of time is not an outcome: :class:`WaitTimeout` propagates, so that
+        the runner reports it with its diagnosis.
+        """
+        try:
+            return "SUCCESS", self.wait(result)
+        except WaitTimeout:
+            raise
+        except Exception as exc:
+            return result.state, exc
+
     def guard(self, result: AsyncResult[Any], timeout: float | None = None, propagate: bool = True) -> Guarded:
         """Like :meth:`wait`, but a timeout is returned as a diagnosis instead of raised."""
         from .diagnose import diagnose_task
@@ -267,32 +280,14 @@ class Context:
         """Record a caveat shown with the scenario's result (it does not fail the scenario)."""
         self.warnings.append(text)
 
-    @contextmanager
-    def prefork(self) -> Iterator[Harness]:
-        """A harness with a real ``celery worker`` process (prefork pool, one process) on queue ``prefork``.
-
-        Started on first use and shared by the run's scenarios (see :meth:`Harness.prefork`); send
-        tasks with ``queue=harness.queue("prefork")`` and read their events in its timeline. Within
-        the block its app is the current app; after it, this run's app is again.
-        """
-        try:
-            yield self.harness.prefork()
-        finally:
-            self.harness.app.set_current()
-
     def progress(self, label: str, current: int, total: int) -> None:
         """Report progress of something the scenario watches (shown live by the runner)."""
         if self._on_progress is not None:
             self._on_progress(label, current, total)
 
-    def start_worker(
-        self, queues: Iterable[str], *, name: str, concurrency: int = 1, kind: str | None = None
-    ) -> Worker:
-        """Start an extra worker for this scenario only (stopped when the scenario ends).
-
-        ``kind`` ("thread", "process") defaults to the run's worker mode.
-        """
-        worker = self.harness.start_worker(list(queues), name=name, concurrency=concurrency, kind=kind)
+    def start_worker(self, queues: Iterable[str], *, name: str, concurrency: int = 1) -> Worker:
+        """Start an extra worker for this scenario only (stopped when the scenario ends)."""
+        worker = self.harness.start_worker(list(queues), name=name, concurrency=concurrency)
         self._workers.append(worker)
         return worker
 

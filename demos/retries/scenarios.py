@@ -8,12 +8,11 @@ read the countdowns Celery scheduled from the retry messages (the timeline keeps
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from celery.exceptions import MaxRetriesExceededError
 from celery.result import AsyncResult
 
-from celery_sim.scenario import Context, WaitTimeout, scenario
+from celery_sim.scenario import Context, scenario
 from demos import ledger
 from demos.config import FAKEREDIS_STALLS
 from demos.retries.tasks import (
@@ -37,16 +36,6 @@ SCALE = 0.001
 def _rounded(countdowns: list[float | None]) -> list[float | None]:
     """Countdowns as Celery computed them (read back from an ETA, they are off by microseconds)."""
     return [None if c is None else round(c, 2) for c in countdowns]
-
-
-def _outcome(ctx: Context, result: AsyncResult[Any]) -> tuple[str, Any]:
-    """The final state and what ``get()`` gave the caller: the value, or the exception raised."""
-    try:
-        return "SUCCESS", ctx.wait(result)
-    except WaitTimeout:
-        raise  # not an outcome: the runner reports it with its diagnosis
-    except Exception as exc:
-        return result.state, exc
 
 
 def _waits_honoured(ctx: Context, task_id: str) -> tuple[bool, list[str]]:
@@ -78,7 +67,7 @@ def manual(ctx: Context) -> None:
         ["RETRY", "SUCCESS"],
         states[1:] if states[:1] == ["PENDING"] else states,
     )
-    ctx.check("value after two retries", {"url": "https://example.com", "attempts": 3}, _outcome(ctx, result)[1])
+    ctx.check("value after two retries", {"url": "https://example.com", "attempts": 3}, ctx.outcome(result)[1])
     ctx.check("request.retries of each attempt counts up", [0, 1, 2], ctx.timeline.attempts(result.id))
     ctx.check(
         "countdown Celery scheduled for each retry (s)", [30.0, 30.0], _rounded(ctx.timeline.countdowns(result.id))
@@ -96,7 +85,7 @@ def autoretry(ctx: Context) -> None:
     with ctx.time_scale(SCALE):
         failing = sync_inventory.delay("store-7", failures=99)
         recovering = sync_inventory.delay("store-8", failures=1)
-    state, raised = _outcome(ctx, failing)
+    state, raised = ctx.outcome(failing)
     ctx.check("final state once retries run out", "FAILURE", state)
     ctx.check(
         "the caller gets the original exception type (not a generic error)",
@@ -119,7 +108,7 @@ def autoretry(ctx: Context) -> None:
 def backoff(ctx: Context) -> None:
     with ctx.time_scale(SCALE):
         plain = call_api.delay("/orders")
-    _outcome(ctx, plain)
+    ctx.outcome(plain)
     ctx.check(
         "retry_backoff=2, backoff_max=20, no jitter: min(20, 2 * 2**n)",
         [2.0, 4.0, 8.0, 16.0, 20.0, 20.0],
@@ -128,7 +117,7 @@ def backoff(ctx: Context) -> None:
     # Defaults: factor 1 s, cap 600 s; up to 600 s per retry, so a stronger compression.
     with ctx.time_scale(SCALE / 10):
         jittered = call_api_jittered.delay("/orders")
-    state, raised = _outcome(ctx, jittered)
+    state, raised = ctx.outcome(jittered)
     caps = [min(600, 2**n) for n in range(10)]
     # A jittered countdown of 0 is sent with no ETA at all (Celery drops a zero countdown).
     got = [c or 0.0 for c in ctx.timeline.countdowns(jittered.id)]
@@ -161,7 +150,7 @@ def selective(ctx: Context) -> None:
         other = run_ai_task.delay("translate", failure="other")
     ctx.check("network errors are retried, then it succeeds", "answer to 'summarise'", ctx.wait(network))
     ctx.check("network retries back off: 2**retries s", [1.0, 2.0], _rounded(ctx.timeline.countdowns(network.id)))
-    state, raised = _outcome(ctx, bad_input)
+    state, raised = ctx.outcome(bad_input)
     ctx.check("ValueError reaches the caller", "ValueError", type(raised).__name__)
     ctx.check(
         "ValueError fails at once: one attempt, no retry sent",
@@ -187,7 +176,7 @@ def max_exceeded(ctx: Context) -> None:
         with_exc = poll_with_exc.delay()
         forever = poll_forever.delay(failures=7)
         no_throw = retry_no_throw.delay()
-    state, raised = _outcome(ctx, default)
+    state, raised = ctx.outcome(default)
     ctx.check(
         "retry() without exc: MaxRetriesExceededError once retries run out",
         "MaxRetriesExceededError",
@@ -196,7 +185,7 @@ def max_exceeded(ctx: Context) -> None:
     )
     ctx.check("max_retries defaults to 3: four attempts", [0, 1, 2, 3], ctx.timeline.attempts(default.id))
     ctx.check("... and the task ends FAILURE", "FAILURE", state)
-    _state, raised = _outcome(ctx, with_exc)
+    _state, raised = ctx.outcome(with_exc)
     ctx.check(
         "retry(exc=ConnectionError(...)): the caller gets ConnectionError", "ConnectionError", type(raised).__name__
     )

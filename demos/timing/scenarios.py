@@ -10,9 +10,8 @@ from typing import Any
 
 from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from celery.result import AsyncResult
 
-from celery_sim.scenario import Context, WaitTimeout, scenario
+from celery_sim.scenario import Context, scenario
 from celery_sim.timewarp import parse_time
 from demos.config import FAKEREDIS_STALLS
 from demos.timing.tasks import (
@@ -25,15 +24,6 @@ from demos.timing.tasks import (
 #: How late a delayed task may start after its ETA and still count as on time (the embedded
 #: worker's timer fires within a few milliseconds; brokers add their round trip).
 ETA_TOLERANCE_S = 0.15
-
-
-def _outcome(result: AsyncResult[Any], ctx: Context) -> tuple[str, Any]:
-    try:
-        return "SUCCESS", ctx.wait(result)
-    except WaitTimeout:
-        raise
-    except Exception as exc:
-        return result.state, exc
 
 
 def _redis_results(ctx: Context, app: Any = None) -> bool:
@@ -127,7 +117,7 @@ def expires(ctx: Context) -> None:
     fresh = sleep_for.apply_async(args=(0,), queue=queue, expires=60)
     time.sleep(0.3)  # the subject of this scenario is time passing with nobody consuming
     ctx.start_worker(["expiring"], name="late")
-    state, raised = _outcome(stale, ctx)
+    state, raised = ctx.outcome(stale)
     ctx.check(
         "expired task: the caller gets TaskRevokedError",
         "TaskRevokedError",
@@ -200,7 +190,7 @@ def revoke(ctx: Context) -> None:
     victim = sleep_for.apply_async(args=(0,), queue=ctx.queue("revoking"), task_id=victim_id)
     ctx.check("the worker acknowledged the revoke", 1, len(replies or []))
     ctx.wait(blocker)
-    state, raised = _outcome(victim, ctx)
+    state, raised = ctx.outcome(victim)
     ctx.check(
         "queued task revoked: state and the caller's exception",
         ("REVOKED", "TaskRevokedError"),

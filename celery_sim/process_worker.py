@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -13,7 +12,6 @@ import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from time import monotonic
 from typing import IO, Any
 
 from celery import Celery
@@ -21,23 +19,35 @@ from celery import Celery
 from .appfactory import ENV_SPEC, AppSpec
 from .brokers import mask_url
 from .errors import WorkerError
+from .namespace import Namespace
+from .spawn import popen, wait_ready
 
-__all__ = ["ProcessWorker", "live_processes"]
+__all__ = ["ProcessWorker", "external_worker_command", "live_processes"]
 
 log = logging.getLogger(__name__)
 
 _live: weakref.WeakSet[ProcessWorker] = weakref.WeakSet()
 
 
+def external_worker_command(
+    broker_url: str, ns: Namespace, queues: Sequence[str], result_backend: str | None = None
+) -> str:
+    """The shell command that starts a worker for run ``ns`` anywhere (``--worker external``).
+
+    Passwords are masked: put yours back in before running it.
+    """
+    env = [f"CSIM_BROKER_URL='{mask_url(broker_url)}'", f"CSIM_RUN_ID={ns.run_id}"]
+    if result_backend:
+        env.append(f"CSIM_RESULT_BACKEND='{mask_url(result_backend)}'")
+    return (
+        f"{' '.join(env)} celery -A celery_sim.worker_app worker -E "
+        f"-Q {','.join(ns.queue(q) for q in queues)} -n worker1@%h"
+    )
+
+
 def live_processes() -> list[int]:
     """Process ids of worker processes started here and not yet reaped (empty after every run)."""
     return sorted(w.pid for w in list(_live) if w.pid is not None and w.alive)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the worker gets SIGTERM if this process dies (even by SIGKILL), so it is never orphaned."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class ProcessWorker:
@@ -120,24 +130,19 @@ class ProcessWorker:
             raise WorkerError(f"worker {self.hostname} was already started")
         env = {**os.environ, ENV_SPEC: self.spec.to_json()}
         self._log = tempfile.NamedTemporaryFile(prefix="csim-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            self.command(),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        self._proc = popen(
+            self.command(), env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
         )
         _live.add(self)
-        deadline = monotonic() + timeout
-        while monotonic() < deadline:
-            if not self.alive:
-                raise WorkerError(f"worker process {self.hostname} exited at start:\n{self.log_tail()}")
-            if self.app.control.ping(destination=[self.hostname], timeout=0.2):
-                return
+        if wait_ready(self._proc, self._answers_ping, timeout, poll_s=0):  # the ping itself waits 0.2 s
+            return
+        if not self.alive:
+            raise WorkerError(f"worker process {self.hostname} exited at start:\n{self.log_tail()}")
         self.stop(2.0)
         raise WorkerError(f"worker process {self.hostname} did not answer ping within {timeout:g}s:\n{self.log_tail()}")
+
+    def _answers_ping(self) -> bool:
+        return bool(self.app.control.ping(destination=[self.hostname], timeout=0.2))
 
     def request_stop(self) -> None:
         """Warm shutdown (SIGTERM, as ``celery worker`` expects): running tasks finish first."""

@@ -41,7 +41,12 @@ WATCHED_SIGNALS = [
 
 
 def _csim_threads() -> set[str]:
-    return {t.name for t in threading.enumerate() if t.name.startswith("csim-") and t.is_alive()}
+    # csim-spawner lives as long as the process, by design (see celery_sim/spawn.py).
+    return {
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith("csim-") and not t.name.startswith("csim-spawner") and t.is_alive()
+    }
 
 
 @pytest.fixture(autouse=True)

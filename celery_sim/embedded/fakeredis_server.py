@@ -15,8 +15,11 @@ from __future__ import annotations
 import logging
 import select
 import shutil
+import signal
 import socket
 import socketserver
+import subprocess
+import sys
 import tempfile
 import threading
 from itertools import count
@@ -25,6 +28,9 @@ from typing import Any
 
 from fakeredis import FakeServer
 from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+from ..errors import BrokerError
+from ..spawn import popen, wait_ready
 
 __all__ = ["FakeRedisServer", "live_servers"]
 
@@ -39,7 +45,7 @@ _live_lock = threading.Lock()
 
 
 def live_servers() -> list[str]:
-    """Socket paths of the fakeredis servers still running (empty once every run has stopped)."""
+    """Socket paths of the fakeredis servers started here and not yet stopped (empty after every run)."""
     with _live_lock:
         return sorted(_live)
 
@@ -125,26 +131,51 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
 
 class FakeRedisServer:
-    """One fakeredis server on a Unix socket in a private temporary directory."""
+    """One fakeredis server in its own process, on a Unix socket in a private temporary directory.
 
-    def __init__(self, directory: Path, server: _Server, thread: threading.Thread) -> None:
+    Its own process, not a thread of this one: worker processes (prefork) can reach it, and the
+    server does not compete for this process's GIL with the embedded worker's threads.
+    """
+
+    def __init__(self, directory: Path, proc: subprocess.Popen[bytes]) -> None:
         self._directory = directory
-        self._server = server
-        self._thread = thread
+        self._proc = proc
         self.path = str(directory / "redis.sock")
 
     @classmethod
-    def start(cls, run_id: str) -> FakeRedisServer:
+    def start(cls, run_id: str, timeout: float = 10.0) -> FakeRedisServer:
+        """Start the server and wait (at most ``timeout`` s) until it accepts connections."""
         directory = Path(tempfile.mkdtemp(prefix=f"csim-{run_id}-"))
-        server = _Server(str(directory / "redis.sock"))
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"csim-fakeredis-{run_id}", daemon=True
+        path = directory / "redis.sock"
+        proc = popen(
+            [sys.executable, "-m", __name__, str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
-        thread.start()
-        instance = cls(directory, server, thread)
+        instance = cls(directory, proc)
         with _live_lock:
             _live.add(instance.path)
-        return instance
+        if wait_ready(proc, instance._accepts, timeout):
+            return instance
+        if proc.poll() is not None:
+            error = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+            instance.stop()
+            raise BrokerError(f"the embedded fakeredis server exited at start (status {proc.returncode}):\n{error}")
+        instance.stop()
+        raise BrokerError(f"the embedded fakeredis server did not accept connections within {timeout:g}s")
+
+    def _accepts(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(self.path)
+            except OSError:
+                return False
+            return True
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     @property
     def url(self) -> str:
@@ -155,10 +186,35 @@ class FakeRedisServer:
         return f"redis+socket://{self.path}"
 
     def stop(self) -> None:
-        self._server._shutdown_event.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5.0)
+        """Stop the server process (SIGKILL after 5 s) and remove its socket directory."""
+        self._proc.terminate()
+        try:
+            self._proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(5.0)
+        if self._proc.stderr is not None:
+            self._proc.stderr.close()
         shutil.rmtree(self._directory, ignore_errors=True)
         with _live_lock:
             _live.discard(self.path)
+
+
+def serve(path: str) -> None:
+    """Serve one fake Redis on the Unix socket ``path`` until SIGTERM."""
+    server = _Server(path)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        server._shutdown_event.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        server.serve_forever(poll_interval=0.05)
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])

@@ -1,0 +1,61 @@
+"""Child processes (worker processes, the fakeredis server) that cannot outlive this process.
+
+On Linux each child asks the kernel for SIGTERM when its parent dies, even by SIGKILL
+(``PR_SET_PDEATHSIG``). The kernel's "parent" is the *thread* that forked the child, not the
+process: a child started from a scenario's thread would be killed when that thread ends. So
+every child is started from one thread that lives as long as this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from time import monotonic, sleep
+from typing import Any
+
+__all__ = ["popen", "wait_ready"]
+
+_PR_SET_PDEATHSIG = 1
+
+#: One long-lived thread forks every child (see the module's docstring).
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csim-spawner")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(args, **kwargs)`` in its own session, terminated if this process dies.
+
+    Its own session (process group): Ctrl-C in a terminal reaches this process only, which then
+    stops its children in order, and a stop can kill a child's whole group.
+    """
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(args, start_new_session=True, preexec_fn=preexec, **kwargs)
+
+    return _spawner.submit(start).result()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, poll_s: float = 0.005) -> bool:
+    """Whether ``ready()`` became true within ``timeout`` s; False as soon as ``proc`` exits.
+
+    A starting child process has no event to wait on, so ``ready`` is polled (every ``poll_s``
+    unless ``ready`` itself waits), bounded by the deadline.
+    """
+    deadline = monotonic() + timeout
+    while monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if ready():
+            return True
+        sleep(poll_s)
+    return False

@@ -12,10 +12,21 @@ from urllib.parse import urlsplit
 
 from .errors import BrokerError
 
-__all__ = ["BROKERS", "URL_SCHEMES", "Broker", "Endpoints", "mask_url", "resolve_broker"]
+__all__ = [
+    "BACKEND_SCHEMES",
+    "BROKERS",
+    "URL_SCHEMES",
+    "Broker",
+    "Endpoints",
+    "mask_url",
+    "resolve_broker",
+    "validate_result_backend",
+]
 
 #: URL schemes accepted as a real broker.
 URL_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+#: URL schemes accepted as a result backend with a real broker (db+ takes any SQLAlchemy URL).
+BACKEND_SCHEMES = ("redis", "rediss", "rpc", "db+")
 
 
 _CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<at>@)")
@@ -108,9 +119,12 @@ class UrlBroker(Broker):
         from kombu import Connection
 
         for role, url in (("broker", self.url), ("result backend", self.result_backend)):
-            if not url.startswith(URL_SCHEMES):
-                continue  # rpc://, db+...: reached through the broker or a local file
             try:
+                if url.startswith("db+"):
+                    _check_database(url)
+                    continue
+                if not url.startswith(URL_SCHEMES):
+                    continue  # rpc://: results travel through the broker, checked above
                 with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
                     conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=math.ceil(timeout))
             except Exception as exc:
@@ -118,6 +132,32 @@ class UrlBroker(Broker):
                     f"cannot reach the {role} at {mask_url(url)}: {mask_url(str(exc)) or type(exc).__name__}. "
                     "Is it running, and are host, port and credentials right?"
                 ) from None
+
+
+def validate_result_backend(url: str) -> None:
+    """Raise :class:`BrokerError` unless ``url`` is a result backend URL this tool runs with."""
+    scheme = urlsplit(url).scheme
+    if "://" not in url or not (scheme in BACKEND_SCHEMES or scheme.startswith("db+")):
+        raise BrokerError(
+            f"result backend {mask_url(url)!r} is not supported here; use redis://HOST:PORT/DB, rpc://, "
+            "or db+sqlite:///PATH (any SQLAlchemy URL after db+)"
+        )
+    if scheme.startswith("db+"):
+        try:
+            import sqlalchemy  # noqa: F401  # Celery's database backend needs it
+        except ImportError:
+            raise BrokerError(f"result backend {mask_url(url)!r} needs SQLAlchemy: pip install sqlalchemy") from None
+
+
+def _check_database(url: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url.removeprefix("db+"))
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
 
 
 #: Brokers chosen by name with ``--broker``.

@@ -18,6 +18,7 @@ FAMILIES: dict[str, str] = {
     "retries": "demos.retries.scenarios",
     "time": "demos.timing.scenarios",
     "beat": "demos.timing.beat",
+    "broker": "demos.brokers.scenarios",
 }
 
 

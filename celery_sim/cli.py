@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,12 +14,16 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from .brokers import BROKERS, URL_SCHEMES, mask_url, resolve_broker
+from .brokers import BROKERS, URL_SCHEMES, mask_url, resolve_broker, validate_result_backend
 from .catalog import default_config, load_catalog
 from .errors import UsageError
-from .harness import Harness
-from .report import LiveReporter, render_catalog, render_report, render_timeline, write_json
-from .runner import Runner
+from .harness import WORKER_KINDS, Harness
+from .matrix import DEFAULT_REDIS_URL, Column, Matrix, matrix_brokers
+from .namespace import Namespace
+from .process_worker import external_worker_command
+from .report import LiveReporter, render_catalog, render_matrix, render_report, render_timeline, write_json
+from .runner import Runner, RunReport
+from .scenario import Scenario
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
 
@@ -26,6 +31,9 @@ EXIT_OK = 0  # every scenario passed (or was skipped with a reason)
 EXIT_FAILED = 1  # a check failed, or a scenario timed out or errored
 EXIT_USAGE = 2  # bad arguments: unknown scenario or broker, malformed value
 EXIT_INTERRUPTED = 130  # Ctrl-C
+
+#: The run id of --worker external when none is given.
+EXTERNAL_RUN_ID = "shared"
 
 BROKER_HELP = (
     f"Broker: {', '.join(BROKERS)} (embedded, nothing to install; default memory), "
@@ -52,6 +60,12 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
     return value
 
 
+def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", value):
+        raise click.BadParameter(f"{value!r}: use 1 to 32 letters, digits, '-' or '_' (it becomes part of queue names)")
+    return value
+
+
 def _json_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
     if value is None:
         return None
@@ -63,6 +77,31 @@ def _json_path(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--broker", default="memory", show_default=True, metavar="NAME|URL", help=BROKER_HELP)
+    @click.option(
+        "--real-broker",
+        metavar="URL",
+        help="Run on a real broker (redis://..., amqp://...); the same as --broker URL.",
+    )
+    @click.option(
+        "--result-backend",
+        metavar="URL",
+        help="Result backend with a real broker: redis://, rpc://, db+sqlite:///PATH... "
+        "(default: the broker itself for Redis, redis://127.0.0.1:6379/0 for RabbitMQ).",
+    )
+    @click.option(
+        "--worker",
+        type=click.Choice(WORKER_KINDS),
+        default="thread",
+        show_default=True,
+        help="Main worker: an embedded thread, a real `celery worker` process (prefork) started and reaped "
+        "here, or workers already running anywhere for --run-id (see `worker-command`).",
+    )
+    @click.option(
+        "--run-id",
+        callback=_run_id,
+        metavar="ID",
+        help="Name this run's namespace (queues csim-ID.*); needed by --worker external (default there: shared).",
+    )
     @click.option(
         "--timeout",
         type=float,
@@ -84,7 +123,7 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         type=click.IntRange(min=1, max=64),
         default=4,
         show_default=True,
-        help="Threads of the main embedded worker.",
+        help="Pool size of the main worker: threads, or processes with --worker process.",
     )
     @click.option(
         "--json",
@@ -139,15 +178,128 @@ def list_command() -> None:
     render_catalog(Console(), load_catalog())
 
 
+@cli.command("matrix")
+@click.argument("names", nargs=-1)
+@click.option("--redis-url", metavar="URL", help=f"The real Redis to include (default {DEFAULT_REDIS_URL}).")
+@click.option(
+    "--amqp-url", metavar="URL", help="The real RabbitMQ to include (default amqp://guest:***@127.0.0.1:5672//)."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    callback=_positive,
+    metavar="SECONDS",
+    help="Deadline per scenario, overriding each scenario's own.",
+)
+@click.option("--json", "json_path", callback=_json_path, metavar="PATH", help="Also write the matrix as JSON to PATH.")
+@click.option("-v", "--verbose", count=True, help="Show Celery's log (-v warnings, -vv debug) on stderr.")
+def matrix_command(
+    names: Sequence[str],
+    redis_url: str | None,
+    amqp_url: str | None,
+    timeout: float | None,
+    json_path: Path | None,
+    verbose: int,
+) -> None:
+    """Run the catalog (or NAMES) on every reachable broker: memory, fakeredis, Redis, RabbitMQ.
+
+    Prints one row per scenario and one column per broker. Exit status 0 when every verdict
+    agrees (each scenario passes everywhere, but for declared differences), 1 otherwise.
+    Unreachable real brokers are left out, with the reason.
+    """
+    _setup_logging(verbose)
+    registry = load_catalog()
+    try:
+        scenarios = registry.select(list(names)) if names else registry.all()
+        for url in (redis_url, amqp_url):
+            if url is not None:
+                resolve_broker(url)  # a malformed URL is a usage error, not an unreachable broker
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    console = Console(highlight=False)
+    columns = matrix_brokers(redis_url, amqp_url)
+
+    def run_one(column: Column, chosen: Sequence[Scenario]) -> RunReport:
+        config = default_config(broker=column.broker)
+        reporter = LiveReporter(console)
+        try:
+            return Runner(lambda: Harness(config), reporter, timeout=timeout).run(chosen)
+        finally:
+            reporter.close()
+
+    try:
+        result = Matrix.run(columns, scenarios, run_one)
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/]")
+        sys.exit(EXIT_INTERRUPTED)
+    render_matrix(console, result)
+    if json_path is not None:
+        write_json(json_path, result)
+        console.print(f"JSON written to {json_path}")
+    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@cli.command("worker-command")
+@click.option("--real-broker", required=True, metavar="URL", help="The broker the run will use.")
+@click.option("--result-backend", metavar="URL", help="As for `complete` (default: as there).")
+@click.option("--run-id", callback=_run_id, default=EXTERNAL_RUN_ID, show_default=True, metavar="ID")
+def worker_command(real_broker: str, result_backend: str | None, run_id: str) -> None:
+    """Print the command that starts a worker for `complete --worker external` (on any machine).
+
+    Start as many as you like, anywhere that reaches the broker, then run
+    `python -m celery_sim complete --real-broker URL --worker external --run-id ID`.
+    Passwords are shown masked: put yours back in.
+    """
+    from demos.config import WORKER_QUEUES
+
+    try:
+        _choose_broker("memory", real_broker, result_backend, "external")
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    click.echo(external_worker_command(real_broker, Namespace(run_id), WORKER_QUEUES, result_backend))
+
+
 def _fail_usage(message: str) -> None:
     click.echo(f"Error: {mask_url(message)}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+def _choose_broker(broker: str, real_broker: str | None, result_backend: str | None, worker: str) -> str:
+    """The broker to use, from --broker / --real-broker; raises UsageError on a contradiction."""
+    if real_broker is not None:
+        if broker != "memory":
+            raise UsageError("give either --broker or --real-broker, not both")
+        if "://" not in real_broker:
+            raise UsageError(
+                f"--real-broker takes a URL (e.g. redis://localhost:6379/0 or amqp://guest:guest@localhost:5672//), "
+                f"not {real_broker!r}; for an embedded broker use --broker {real_broker}"
+            )
+        broker = real_broker
+    chosen = resolve_broker(broker, result_backend)
+    if result_backend is not None:
+        if chosen.embedded:
+            raise UsageError(
+                "--result-backend needs a real broker (--real-broker URL); embedded brokers bring their own"
+            )
+        validate_result_backend(result_backend)
+    if worker != "thread" and chosen.name == "memory":
+        raise UsageError(
+            f"--worker {worker} needs a broker other processes can reach; the memory broker lives in this "
+            "process: use --broker fakeredis (embedded too) or --real-broker URL"
+        )
+    if worker == "external" and chosen.embedded:
+        raise UsageError("--worker external needs --real-broker URL: workers elsewhere cannot reach an embedded broker")
+    return broker
 
 
 def _execute(
     selectors: list[str],
     *,
     broker: str,
+    real_broker: str | None,
+    result_backend: str | None,
+    worker: str,
+    run_id: str | None,
     timeout: float | None,
     run_timeout: float,
     concurrency: int,
@@ -159,10 +311,15 @@ def _execute(
     registry = load_catalog()
     try:
         scenarios = registry.select(selectors) if selectors else registry.all()
-        resolve_broker(broker).preflight()
+        broker = _choose_broker(broker, real_broker, result_backend, worker)
+        resolve_broker(broker, result_backend).preflight()
     except UsageError as exc:
         _fail_usage(str(exc))
-    config = default_config(broker=broker, concurrency=concurrency)
+    if worker == "external":
+        run_id = run_id or EXTERNAL_RUN_ID
+    config = default_config(
+        broker=broker, result_backend=result_backend, concurrency=concurrency, worker=worker, run_id=run_id
+    )
     console = Console(highlight=False)
     reporter = LiveReporter(console)
     runner = Runner(lambda: Harness(config), reporter, timeout=timeout, run_timeout=run_timeout)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from celery.backends.base import DisabledBackend
+from celery.result import AsyncResult
 
-from .timeline import TASK_END_KINDS
+from .timeline import TASK_END_KINDS, Event
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -37,6 +38,9 @@ def diagnose_task(harness: Harness, task_id: str) -> str:
             f"unregistered task: worker {last.hostname} received {name!r} but has no task by that name and "
             "discarded the message; import the task's module in the worker (include=...) or fix the name"
         )
+    stale = _stale_state(harness, task_id, events)
+    if stale:
+        return stale
     if "rejected" in kinds:
         return f"worker {last.hostname} rejected the message of {name!r}: {last.data.get('reason')}"
     if "received" not in kinds:
@@ -67,15 +71,38 @@ def diagnose_task(harness: Harness, task_id: str) -> str:
     return f"{name!r} ended ({last.kind}) on {last.hostname}, but the caller did not get its result from the backend"
 
 
+def _stale_state(harness: Harness, task_id: str, events: list[Event]) -> str | None:
+    """Why a task the worker ended still reads as not ready in the result backend, if it does."""
+    ended = next((e for e in reversed(events) if e.kind in ("succeeded", "failed")), None)
+    if ended is None:
+        return None
+    try:
+        state = AsyncResult(task_id, app=harness.app).state
+    except Exception:  # the backend is unreachable: nothing to say from here
+        return None
+    if state != "RETRY":  # (PENDING may only mean the task was sent through another harness's app)
+        return None
+    return (
+        f"{ended.name!r} {ended.kind} on {ended.hostname}, but the result backend says {state}: a write of an "
+        "earlier attempt (its RETRY) landed after the final one, so get() waits for ever (a Celery race with "
+        "more than one pool slot and a short retry countdown, frequent with a slow result backend)"
+    )
+
+
 def diagnose_pending(harness: Harness, since: int) -> str | None:
-    """Diagnoses of every task published since timeline mark ``since`` that has not ended, or None."""
+    """Diagnoses of every task published since timeline mark ``since`` that is not done, or None.
+
+    Not done: not ended on a worker, or ended there while the result backend says otherwise.
+    """
     timeline = harness.timeline
     pending: dict[str, None] = {}
+    ended: dict[str, None] = {}
     for event in timeline.events(since=since):
         if event.kind == "published":
             pending[event.task_id] = None
         elif event.kind in TASK_END_KINDS:
             pending.pop(event.task_id, None)
-    if not pending:
-        return None
-    return "; ".join(diagnose_task(harness, task_id) for task_id in pending)
+            ended[event.task_id] = None
+    found = [diagnose_task(harness, task_id) for task_id in pending]
+    found += [text for task_id in ended if (text := _stale_state(harness, task_id, timeline.events(task_id)))]
+    return "; ".join(found) or None

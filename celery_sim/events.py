@@ -8,8 +8,10 @@ Celery's own monitors observe it: through task events (``celery worker -E``), pl
 
 from __future__ import annotations
 
+import ast
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import Celery
@@ -24,7 +26,9 @@ log = logging.getLogger(__name__)
 
 _KINDS: dict[str, EventKind] = {
     "task-received": "received",
-    "task-started": "started",
+    # Not "task-started": the prefork parent sends it when it hears the child took the job, which
+    # can be after the task has finished; worker_app sends csim-started from the task itself.
+    "csim-started": "started",
     "task-succeeded": "succeeded",
     "task-failed": "failed",
     "task-retried": "retried",
@@ -33,6 +37,14 @@ _KINDS: dict[str, EventKind] = {
     "csim-published": "published",
     "csim-progress": "progress",
 }
+
+
+def _value(text: Any) -> Any:
+    """A task's return value from the ``repr`` Celery puts in task-succeeded (the text if not a literal)."""
+    try:
+        return ast.literal_eval(str(text))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
 
 
 def _exception_name(text: Any) -> str | None:
@@ -58,6 +70,7 @@ class EventRecorder:
         self._names: dict[str, str] = {}
         self._retries: dict[str, int] = {}
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._receiver: _Receiver | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -70,15 +83,27 @@ class EventRecorder:
             raise HarnessError(f"the event receiver did not start within {timeout:g}s: {self._error!r}")
 
     def _run(self) -> None:
-        try:
-            with self.app.connection_for_read() as conn:
-                self._receiver = _Receiver(conn, handlers={"*": self._on_event}, app=self.app, ready=self._ready)
-                self._receiver.capture(limit=None, timeout=None, wakeup=False)
-        except Exception as exc:  # reported by start(); a stopped broker ends the thread too
-            self._error = exc
-            log.debug("event receiver ended: %r", exc)
+        """Consume events until stopped; after a lost connection, connect again (every 0.1 s)."""
+        while not self._stopping.is_set():
+            try:
+                with self.app.connection_for_read() as conn:
+                    # One attempt: kombu's own retries wait 2 s and more, and events sent before
+                    # the receiver is bound again are lost (an event queue is not durable).
+                    conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, interval_max=1)
+                    self._receiver = _Receiver(conn, handlers={"*": self._on_event}, app=self.app, ready=self._ready)
+                    if self._stopping.is_set():
+                        return
+                    self._receiver.capture(limit=None, timeout=None, wakeup=False)
+                    return  # should_stop was set
+            except Exception as exc:  # reported by start() if it never started
+                self._error = exc
+                log.debug("event receiver lost its connection: %r", exc)
+                if not self._ready.is_set():
+                    return
+                self._stopping.wait(0.1)
 
     def stop(self, timeout: float) -> None:
+        self._stopping.set()
         if self._receiver is not None:
             self._receiver.should_stop = True
         if self._thread is not None:
@@ -90,6 +115,8 @@ class EventRecorder:
         task_id = str(event.get("uuid") or "")
         if kind is None or not task_id:
             return
+        if kind == "failed" and str(event.get("exception", "")).startswith("NotRegistered("):
+            kind = "unknown"  # what the task_unknown signal says in-process; events have no own type
         name = str(event.get("name") or self._names.get(task_id, "?"))
         self._names.setdefault(task_id, name)
         hostname = event.get("hostname")
@@ -101,15 +128,22 @@ class EventRecorder:
             self._retries[task_id] = int(event.get("retries") or 0)
             data = {"eta": event.get("eta"), "queue": event.get("routing_key")}
         elif kind == "started":
-            data = {"eager": False, "retries": self._retries.get(task_id, 0)}
+            data = {"eager": False, "retries": int(event.get("retries") or self._retries.get(task_id, 0))}
         elif kind == "progress":
             data = {"state": event.get("state"), "meta": event.get("meta")}
         elif kind == "succeeded":
-            data = {"result": event.get("result")}  # Celery sends the result's repr
+            data = {"result": _value(event.get("result"))}  # Celery sends the result's repr
         elif kind == "failed":
             data = {"exception": _exception_name(event.get("exception")), "message": event.get("exception")}
         elif kind == "retried":
             data = {"reason": event.get("exception")}
         elif kind == "revoked":
             data = {"terminated": event.get("terminated"), "expired": event.get("expired")}
-        self.timeline.record(kind, task_id, name, hostname, **data)
+        # When it happened on the worker, not when the event arrived: events from several
+        # connections (the worker, its pool processes) arrive out of order. Same clock on one
+        # machine; workers on other machines are only as close as their clocks.
+        sent = event.get("timestamp")
+        ago = max(0.0, time.time() - float(sent)) if isinstance(sent, (int, float)) else 0.0
+        if kind == "published":  # dated when Celery created the message (see recorder.published_data)
+            ago += float(data.get("sent_after") or 0.0)
+        self.timeline.record(kind, task_id, name, hostname, ago=ago, **data)

@@ -6,7 +6,8 @@ import logging
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from time import monotonic
 from types import TracebackType
 from typing import Any
 
@@ -20,17 +21,24 @@ from .brokers import Broker, Endpoints, mask_url, resolve_broker
 from .errors import HarnessError, WorkerError
 from .events import EventRecorder
 from .namespace import Namespace
-from .process_worker import ProcessWorker
+from .process_worker import ProcessWorker, external_worker_command
 from .recorder import Recorder
 from .timeline import Timeline
 from .worker import EmbeddedWorker
 
 __all__ = ["WORKER_KINDS", "Harness", "HarnessConfig", "Worker"]
 
-WORKER_KINDS = ("thread", "process")
+#: Where the main worker runs: embedded thread, a ``celery worker`` process the harness starts, or
+#: workers the user started (anywhere) for this run's namespace.
+WORKER_KINDS = ("thread", "process", "external")
 Worker = EmbeddedWorker | ProcessWorker
 
 log = logging.getLogger(__name__)
+
+#: Pool processes of the run's prefork worker (:meth:`Harness.prefork`): two, so that a task
+#: redelivered after its process was killed need not wait for the replacement (Celery's pool
+#: replaces a dead process at once, or up to 5 s later when its exit is missed).
+PREFORK_PROCESSES = 2
 
 
 class _HarnessApp(Celery):
@@ -47,16 +55,22 @@ class _HarnessApp(Celery):
 
 
 def _release_backend(backend: Any) -> None:
-    """Close a Redis result backend's pub/sub so that results outliving the run do not reconnect.
+    """Stop a result backend's consumer: Redis pub/sub, or the rpc reply-queue consumer.
 
-    A Redis AsyncResult unsubscribes when it is garbage-collected; after the broker is gone that
+    Redis: an AsyncResult unsubscribes when it is garbage-collected; after the broker is gone that
     retries for 20 s. Celery skips the unsubscribe when the consumer has no pub/sub connection.
+    rpc: the reply queue is named after the thread's id, which Python reuses once a thread ends;
+    a consumer left open by an ended thread would take (and lose) the replies of a later thread
+    with the same id (measured on RabbitMQ: every result lost after the third scenario).
     """
     consumer = getattr(backend, "result_consumer", None)
     if consumer is not None and hasattr(consumer, "_pubsub"):
         consumer.stop()
         consumer._pubsub = None
         backend.client.connection_pool.disconnect()
+    elif consumer is not None and getattr(consumer, "_consumer", None) is not None:
+        consumer.stop()
+        consumer._consumer = None
 
 
 @dataclass(frozen=True)
@@ -78,8 +92,10 @@ class HarnessConfig:
     run_id: str | None = None
     #: Delays of published messages are multiplied by this (see :mod:`celery_sim.timewarp`).
     time_scale: float = 1.0
-    #: Where workers run: "thread" (embedded, in this process) or "process" (a ``celery worker``
-    #: subprocess with the prefork pool; needs a broker other processes can reach).
+    #: Where the main worker runs: "thread" (embedded, in this process), "process" (a ``celery
+    #: worker`` subprocess with the prefork pool) or "external" (workers started by the user for
+    #: ``run_id``, found with ``ping``); the last two need a broker other processes can reach.
+    #: Workers a scenario starts itself are processes in "process" mode, threads otherwise.
     worker: str = "thread"
     extra_conf: dict[str, Any] = field(default_factory=dict)
 
@@ -91,18 +107,25 @@ class Harness:
     the workers and Celery's current app, even after a failed start.
     """
 
-    def __init__(self, config: HarnessConfig | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, config: HarnessConfig | None = None, *, timeline: Timeline | None = None, **overrides: Any
+    ) -> None:
         base = config or HarnessConfig()
         self.config = HarnessConfig(**{**base.__dict__, **overrides}) if overrides else base
         self.broker: Broker = resolve_broker(self.config.broker, self.config.result_backend)
         self.ns = Namespace(self.config.run_id) if self.config.run_id else Namespace()
-        self.timeline = Timeline()
+        #: Shared when this harness serves another (see :meth:`prefork`): one run, one timeline.
+        self.timeline = timeline if timeline is not None else Timeline()
         self._app: _HarnessApp | None = None
         self._endpoints: Endpoints | None = None
         self._recorder: Recorder | None = None
         self._workers: list[Worker] = []
         self._spec: AppSpec | None = None
         self._events: EventRecorder | None = None
+        self._prefork: tuple[Harness, Worker] | None = None
+        self._sides: list[Harness] = []
+        #: hostname -> pool size of the external workers found at start ("external" mode).
+        self._external: dict[str, int] = {}
         self._previous_app: Any = None
         self._started = False
 
@@ -122,6 +145,8 @@ class Harness:
             raise HarnessError("this harness was already started; build a new Harness for a new run")
         if self.config.worker not in WORKER_KINDS:
             raise HarnessError(f"worker={self.config.worker!r}: choose one of {', '.join(WORKER_KINDS)}")
+        if self.config.worker == "external" and not self.config.run_id:
+            raise HarnessError("worker='external' needs a fixed run_id: the external workers consume its queues")
         if self.config.worker != "thread" and self.broker.name == "memory":
             raise HarnessError(
                 f"worker={self.config.worker!r} needs a broker other processes can reach; the memory broker "
@@ -134,7 +159,10 @@ class Harness:
             self._recorder = Recorder(self._app, self.timeline)
             self._previous_app = _tls.current_app
             self._app.set_current()
-            self.start_worker(self.config.queues, name="main", concurrency=self.config.concurrency)
+            if self.config.worker == "external":
+                self._find_external_workers(self.config.start_timeout)
+            else:
+                self.start_worker(self.config.queues, name="main", concurrency=self.config.concurrency)
         except BaseException:
             self.stop()
             raise
@@ -154,17 +182,24 @@ class Harness:
         return app
 
     def stop(self) -> None:
-        """Stop every worker, purge this run's queues and release the broker; safe to call twice."""
+        """Stop every worker, delete this run's queues and release the broker; safe to call twice."""
         errors: list[str] = []
+        self._prefork = None
+        sides, self._sides = self._sides, []
+        for side in sides:
+            try:
+                side.stop()
+            except WorkerError as exc:
+                errors.append(str(exc))
         try:
             self.stop_workers(list(self._workers))
         except WorkerError as exc:
             errors.append(str(exc))
         if self._app is not None:
             try:
-                self.purge()
+                self._delete_from_broker()
             except Exception as exc:  # the broker may be gone; stopping must still finish
-                log.warning("could not purge queues of run %s: %r", self.ns.run_id, exc)
+                log.warning("could not purge or delete the queues of run %s: %r", self.ns.run_id, exc)
             for backend in list(self._app.csim_backends):
                 _release_backend(backend)
             self._app.close()
@@ -183,6 +218,16 @@ class Harness:
             self._app = None
         if errors:
             raise WorkerError("; ".join(errors))
+
+    def release_thread_backend(self) -> None:
+        """Release the result backend Celery made for the calling thread, as the thread ends.
+
+        Celery keeps one backend per thread (rpc, Redis); each scenario runs in its own thread.
+        """
+        if self._app is not None:
+            backend = getattr(getattr(self._app, "_local", None), "backend", None)
+            if backend is not None:
+                _release_backend(backend)
 
     # -- access ------------------------------------------------------------------------------
 
@@ -204,14 +249,115 @@ class Harness:
         return mask_url(self._endpoints.broker_url if self._endpoints else self.config.broker)
 
     @property
+    def backend_kind(self) -> str | None:
+        """ "rpc" or "db" when the result backend was chosen so (scenarios may declare skips for those)."""
+        backend = self.config.result_backend or ""
+        if backend.startswith("rpc"):
+            return "rpc"
+        return "db" if backend.startswith("db+") else None
+
+    @property
     def workers(self) -> tuple[Worker, ...]:
         return tuple(self._workers)
 
     @property
     def main_worker(self) -> Worker:
+        """The main worker this harness started (not in "external" mode: see :attr:`main_hostnames`)."""
+        if self.config.worker == "external":
+            raise HarnessError("in external mode the main workers are not the harness's; use main_hostnames")
         if not self._workers:
             raise HarnessError("the harness has no worker; call start() first")
         return self._workers[0]
+
+    @property
+    def main_hostnames(self) -> tuple[str, ...]:
+        """Node names of the workers consuming the run's main queues (several in "external" mode)."""
+        if self.config.worker == "external":
+            return tuple(sorted(self._external))
+        return (self.main_worker.hostname,)
+
+    @property
+    def main_concurrency(self) -> int:
+        """Pool slots of the main workers together."""
+        if self.config.worker == "external":
+            return sum(self._external.values())
+        return self.main_worker.concurrency
+
+    def _find_external_workers(self, timeout: float) -> None:
+        """Wait until workers started by the user consume every main queue (``ping``, then ``active_queues``)."""
+        self._record_events()
+        wanted = {self.ns.queue(q) for q in self.config.queues}
+        deadline = monotonic() + timeout
+        consumed: dict[str, set[str]] = {}
+        while monotonic() < deadline:
+            if self.app.control.ping(timeout=0.5):
+                inspect = self.app.control.inspect(timeout=1.0)
+                active = inspect.active_queues() or {}
+                consumed = {host: {q["name"] for q in queues} & wanted for host, queues in active.items()}
+                if set().union(*consumed.values(), set()) >= wanted:
+                    stats: dict[str, Any] = inspect.stats() or {}
+                    self._external = {
+                        host: int(stats.get(host, {}).get("pool", {}).get("max-concurrency", 1))
+                        for host, queues in consumed.items()
+                        if queues
+                    }
+                    self.app.control.enable_events()  # the timeline is built from task events
+                    return
+        missing = sorted(wanted - set().union(*consumed.values(), set()))
+        raise WorkerError(
+            f"no external worker consumes {', '.join(self.ns.logical(q) for q in missing)} of run "
+            f"{self.ns.run_id} after {timeout:g}s (workers answering: {', '.join(sorted(consumed)) or 'none'}). "
+            "Start one with: "
+            + external_worker_command(self.config.broker, self.ns, self.config.queues, self.config.result_backend)
+        )
+
+    def _record_events(self) -> None:
+        """Record the task events of workers in other processes in the timeline (from now on)."""
+        if self._events is None:
+            self._events = EventRecorder(self.app, self.timeline)
+            self._events.start(self.config.start_timeout)
+
+    def prefork(self) -> tuple[Harness, Worker]:
+        """A harness and its real ``celery worker`` process (prefork pool) consuming ``prefork``.
+
+        What only the prefork pool does (time limits, ``revoke(terminate=True)``) needs it. Started
+        on first use, shared by the run's scenarios and stopped (the process reaped) with this
+        harness. On a broker other processes can reach it is this harness, with one more worker;
+        on the memory broker, which lives in this process, it is a second harness on the embedded
+        fakeredis broker, recording into this harness's timeline. Send to it through its own app:
+        ``pf.app.tasks[name].apply_async(..., queue=pf.queue("prefork"))``.
+        """
+        if self._prefork is None:
+            if self.broker.name != "memory":
+                worker = self.start_worker(["prefork"], name="prefork", concurrency=PREFORK_PROCESSES, kind="process")
+                self._prefork = (self, worker)
+            else:
+                nested = self.side(
+                    broker="fakeredis", worker="process", queues=("prefork",), concurrency=PREFORK_PROCESSES
+                )
+                self._prefork = (nested, nested.main_worker)
+        return self._prefork
+
+    def side(self, **overrides: Any) -> Harness:
+        """Another harness for this run, with ``overrides`` of its configuration (another broker,
+        other transport options), started now and stopped with this one.
+
+        It has its own app and namespace but records into this harness's timeline. Send to it
+        through its own app (``side.app.tasks[name]``), not the shared task proxies.
+        """
+        defaults: dict[str, Any] = {"run_id": None}
+        if "broker" in overrides:
+            defaults["result_backend"] = None  # the other broker's own default
+        if self.config.worker == "external":
+            defaults["worker"] = "thread"  # the user's workers consume this run's namespace only
+        config = replace(self.config, **{**defaults, **overrides})
+        side = Harness(config, timeline=self.timeline)
+        self._sides.append(side)
+        try:
+            side.start()
+        finally:
+            self.app.set_current()  # starting made the side harness's app current
+        return side
 
     @contextmanager
     def time_scale(self, scale: float) -> Iterator[None]:
@@ -241,16 +387,14 @@ class Harness:
 
         ``kind`` ("thread" or "process") defaults to the harness's ``worker`` setting.
         """
-        kind = kind or self.config.worker
+        kind = kind or ("process" if self.config.worker == "process" else "thread")
         hostname = f"{name}@{self.ns.prefix}"
         run_queues = [self.ns.queue(q) for q in queues]
         worker: Worker
         if kind == "process":
             if self._spec is None:
                 raise HarnessError("the harness is not running; call start() first")
-            if self._events is None:
-                self._events = EventRecorder(self.app, self.timeline)
-                self._events.start(self.config.start_timeout)
+            self._record_events()
             worker = ProcessWorker(
                 self.app,
                 self._spec,
@@ -289,7 +433,10 @@ class Harness:
 
     def consumers_of(self, queue: str) -> list[str]:
         """Hostnames of the running workers that consume ``queue`` (a run queue name)."""
-        return [w.hostname for w in self._workers if w.running and queue in w.queues]
+        found = [w.hostname for w in self._workers if w.running and queue in w.queues]
+        if self.config.worker == "external" and self.ns.logical(queue) in self.config.queues:
+            found += self.main_hostnames
+        return found
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -313,6 +460,49 @@ class Harness:
                 return 0
             finally:
                 channel.close()
+
+    def _delete_from_broker(self) -> None:
+        """Delete this run's queues (and their messages) and exchanges, so that a shared broker keeps
+        no trace of the run.
+
+        In "external" mode the main queues, purged only, and the control and event exchanges stay:
+        the user's workers still consume them.
+        """
+        external = self.config.worker == "external"
+        keep = {self.ns.queue(q) for q in self.config.queues} if external else set()
+        queues = [q for q in self.known_queues() if q not in keep]
+        if keep:
+            self.purge(keep)
+        exchanges: set[str] = set()
+        if not external:
+            exchanges = {
+                str(q.exchange.name)
+                for q in self.app.amqp.queues.values()
+                if q.exchange is not None and self.ns.owns(str(q.exchange.name))
+            }
+            control = self.ns.control_exchange
+            exchanges |= {f"{control}.pidbox", f"reply.{control}.pidbox", self.ns.event_exchange}
+        with self.app.connection_for_write() as conn:
+            for name in queues:
+                channel: Any = conn.channel()
+                try:
+                    # Declared first: kombu's virtual transports (Redis) delete only the bindings
+                    # this connection knows of, and would leave the run's binding keys behind.
+                    queue = self.app.amqp.queues[name].bind(channel)
+                    queue.declare()
+                    queue.delete()
+                except ChannelError:
+                    pass  # not on this broker (never declared, or already gone)
+                finally:
+                    channel.close()
+            for name in sorted(exchanges):
+                channel = conn.channel()
+                try:
+                    channel.exchange_delete(name)
+                except ChannelError:
+                    pass
+                finally:
+                    channel.close()
 
     def purge(self, queues: Iterable[str] | None = None) -> int:
         """Discard waiting messages from this run's queues; returns how many were discarded."""

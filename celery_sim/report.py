@@ -16,11 +16,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .brokers import mask_url
+from .matrix import Matrix
 from .runner import RunReport
 from .scenario import Registry, Scenario, ScenarioResult, Status
 from .timeline import ATTEMPT_END_KINDS, Event
 
-__all__ = ["LiveReporter", "render_catalog", "render_report", "render_timeline", "write_json"]
+__all__ = ["LiveReporter", "render_catalog", "render_matrix", "render_report", "render_timeline", "write_json"]
 
 STYLE = {
     Status.PASSED: ("✔", "green"),
@@ -34,6 +36,22 @@ STYLE = {
 def _short(value: Any, width: int = 60) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+#: How a broker's declared difference is introduced wherever it is shown.
+DIFFERENCE_LABEL = "declared difference on this broker"
+
+
+def _notes(result: ScenarioResult, diagnosis_style: str) -> list[str]:
+    """What is said under a scenario besides its checks: why it did not pass, what this broker
+    does differently, caveats (markup; passwords masked)."""
+    notes = []
+    if result.diagnosis and result.status is not Status.PASSED:
+        notes.append(f"[{diagnosis_style}]{escape(mask_url(result.diagnosis))}[/]")
+    if result.difference:
+        notes.append(f"[cyan]≠ {escape(DIFFERENCE_LABEL)}: {escape(result.difference)}[/]")
+    notes.extend(f"[yellow]⚠ {escape(mask_url(warning))}[/]" for warning in result.warnings)
+    return notes
 
 
 class LiveReporter:
@@ -77,10 +95,8 @@ class LiveReporter:
         passed = sum(c.passed for c in result.checks)
         detail = f"{passed}/{len(result.checks)} checks" if result.checks else ""
         line = f"[{colour}]{mark} {result.status.value:<7}[/] {result.name:<32} {result.duration_s * 1000:8.1f} ms  {detail}"
-        if result.status is not Status.PASSED and result.diagnosis:
-            line += f"\n    [dim]{escape(result.diagnosis)}[/]"
-        for warning in result.warnings:
-            line += f"\n    [yellow]⚠ {escape(warning)}[/]"
+        for note in _notes(result, "dim"):
+            line += f"\n    {note}"
         with self._lock:
             for key in [k for k in self._bars if k.startswith(result.name + ":")]:
                 self._progress.remove_task(self._bars.pop(key))
@@ -107,10 +123,8 @@ def render_report(console: Console, report: RunReport) -> None:
             f"[{colour}]{result.status.value}[/]",
             f"[{colour}]{mark}[/]",
         )
-        if result.diagnosis and result.status is not Status.PASSED:
-            table.add_row(f"  [{colour}]{escape(result.diagnosis)}[/]", "", "", "")
-        for warning in result.warnings:
-            table.add_row(f"  [yellow]⚠ {escape(warning)}[/]", "", "", "")
+        for note in _notes(result, colour):
+            table.add_row(f"  {note}", "", "", "")
         for check in result.checks:
             ok_mark, ok_colour = STYLE[Status.PASSED if check.passed else Status.FAILED]
             table.add_row(
@@ -187,8 +201,69 @@ def render_catalog(console: Console, registry: Registry) -> None:
     console.print(f"{len(registry.all())} scenarios in families: {', '.join(registry.families())}")
 
 
-def write_json(path: Path, report: RunReport) -> None:
-    """Write ``report`` as JSON (keys: broker, scenarios, summary) atomically."""
+def write_json(path: Path, report: RunReport | Matrix) -> None:
+    """Write ``report`` as JSON atomically (a run: broker, scenarios, summary; a matrix: brokers,
+    scenarios, undeclared_differences)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def render_matrix(console: Console, matrix: Matrix) -> None:
+    """One row per scenario, one column per broker; declared differences and skips marked as such."""
+    table = Table(title="Fidelity matrix: the same scenarios on each broker", expand=True)
+    table.add_column("scenario", ratio=3)
+    reachable = [c for c in matrix.columns if c.unreachable is None]
+    for column in reachable:
+        table.add_column(column.kind, ratio=1, no_wrap=True)
+    for item in matrix.scenarios:
+        cells = []
+        for column in reachable:
+            result = matrix.result(column, item.name)
+            if result is None:
+                cells.append("[dim]not run[/]")
+                continue
+            mark, colour = STYLE[result.status]
+            agrees = matrix.agrees(item, column)
+            if result.status is Status.PASSED and column.kind in item.differs_on:
+                cells.append(f"[{colour}]{mark}[/] [cyan]≠[/]")
+            elif result.status is Status.SKIPPED and agrees:
+                cells.append("[dim]- skip[/]")
+            elif agrees:
+                cells.append(f"[{colour}]{mark}[/]")
+            else:
+                cells.append(f"[bold red]{mark} {result.status.value}![/]")
+        table.add_row(escape(item.name), *cells)
+    console.print(table)
+    for column in matrix.columns:
+        if column.unreachable:
+            console.print(f"[yellow]not run on {escape(column.label)}:[/] {escape(mask_url(column.unreachable))}")
+    notes = {
+        (c.kind, item.name, text)
+        for item in matrix.scenarios
+        for c in reachable
+        for text in [item.differs_on.get(c.kind) or item.skip_on.get(c.kind)]
+        if text
+    }
+    console.print(
+        "✔ passed, [cyan]✔ ≠[/] passed checking what this broker does differently, [dim]- skip[/] declared skip, "
+        "[bold red]![/] an undeclared difference"
+    )
+    took = ", ".join(
+        f"{c.kind} {matrix.reports[c.broker].duration_s:.0f} s" for c in reachable if c.broker in matrix.reports
+    )
+    console.print(f"Run times: {took}")
+    if notes:
+        console.print("Declared, per scenario and broker:")
+    for kind, name, text in sorted(notes, key=lambda note: (note[1], note[0])):
+        console.print(f"  [cyan]{escape(name)} on {kind}:[/] {escape(text)}")
+    problems = matrix.undeclared()
+    if problems:
+        console.print(f"[bold red]{len(problems)} UNDECLARED DIFFERENCE(S)[/]")
+        for line in problems:
+            console.print(f"  [red]{escape(line)}[/]")
+    else:
+        console.print(
+            f"[bold green]SAME VERDICTS[/] on {', '.join(c.label for c in reachable)}: "
+            "every scenario passes on each broker, but for the declared differences above"
+        )

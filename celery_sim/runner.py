@@ -105,6 +105,10 @@ class _Attempt:
                 self.diagnosis = f"{self.diagnosis or ''} (cleanup: {exc})".strip()
             except ScenarioCancelled:  # the watchdog gave up while the scenario's workers stopped
                 self.diagnosis = f"{self.diagnosis or ''} (cancelled while stopping its workers)".strip()
+            try:
+                self.harness.release_thread_backend()
+            except Exception as exc:  # a broker gone away: the run goes on
+                log.debug("could not release the backend of %s: %r", self.ctx.scenario.name, exc)
             self.done.set()
 
 
@@ -140,9 +144,10 @@ class Runner:
             self._observer.run_started(scenarios, report.broker)
         try:
             for index, item in enumerate(scenarios):
-                declared = item.skip_on.get(harness.broker.name)
+                kinds = [harness.broker.name, *([harness.backend_kind] if harness.backend_kind else [])]
+                declared = next(((k, item.skip_on[k]) for k in kinds if k in item.skip_on), None)
                 if declared:
-                    self._finish(report, self._skipped(item, f"declared for {harness.broker.name}: {declared}"))
+                    self._finish(report, self._skipped(item, f"declared for {declared[0]}: {declared[1]}"))
                     continue
                 if run_deadline is not None and monotonic() >= run_deadline:
                     self._finish(
@@ -152,14 +157,17 @@ class Runner:
                 try:
                     harness = self._ensure_started(harness)
                 except Exception as exc:
+                    # Starting again would fail the same way, once per scenario (no worker, no
+                    # broker): report it once and skip the rest.
                     self._finish(
                         report,
                         ScenarioResult(
                             item.name, item.summary, Status.ERROR, 0.0, diagnosis=f"harness did not start: {exc}"
                         ),
                     )
-                    harness = self._make_harness()
-                    continue
+                    for rest in scenarios[index + 1 :]:
+                        self._finish(report, self._skipped(rest, "not run: the harness did not start (see above)"))
+                    break
                 try:
                     result, usable = self._run_one(harness, item)
                 except KeyboardInterrupt:
@@ -247,6 +255,7 @@ class Runner:
             item.name, item.summary, status, monotonic() - started, checks, attempt.diagnosis, events
         )
         result.warnings.extend(ctx.warnings)
+        result.difference = item.differs_on.get(harness.broker.name)
         return result, usable
 
     @staticmethod

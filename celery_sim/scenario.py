@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from celery.states import READY_STATES
 
+from .brokers import mask_url
 from .errors import CelerySimError, UnknownScenarioError
 from .timeline import TASK_END_KINDS
 
@@ -89,6 +91,8 @@ class ScenarioResult:
     events: list[Event] = field(default_factory=list)
     #: Caveats the user must see even when every check passed (what a pool or broker cannot do).
     warnings: list[str] = field(default_factory=list)
+    #: What this broker does differently, as the scenario declares it (its checks expect that).
+    difference: str | None = None
 
     @property
     def family(self) -> str:
@@ -101,8 +105,9 @@ class ScenarioResult:
             "status": self.status.value,
             "duration_s": round(self.duration_s, 4),
             "checks": [c.to_json() for c in self.checks],
-            "diagnosis": self.diagnosis,
-            "warnings": list(self.warnings),
+            "diagnosis": mask_url(self.diagnosis) if self.diagnosis else None,
+            "warnings": [mask_url(w) for w in self.warnings],
+            "difference": self.difference,
         }
 
 
@@ -149,6 +154,7 @@ class Context:
         self.since = harness.timeline.mark()
         self._on_progress = on_progress
         self._workers: list[Worker] = []
+        self._starting: list[threading.Thread] = []
 
     @property
     def app(self) -> Any:
@@ -157,6 +163,11 @@ class Context:
     @property
     def timeline(self) -> Timeline:
         return self.harness.timeline
+
+    @property
+    def broker(self) -> str:
+        """The kind of broker this run uses: memory, fakeredis, redis or amqp."""
+        return self.harness.broker.name
 
     def remaining(self) -> float:
         """Seconds left before this scenario's deadline (never negative)."""
@@ -212,10 +223,15 @@ class Context:
         except CeleryTimeoutError:
             return Guarded(diagnosis=diagnose_task(self.harness, result.id), waited_s=monotonic() - started)
         except BaseException:
-            self._settle(result.id)
+            self._settle_all(result)
             raise
-        self._settle(result.id)
+        self._settle_all(result)
         return Guarded(value=value, waited_s=monotonic() - started)
+
+    def _settle_all(self, result: AsyncResult[Any]) -> None:
+        """:meth:`_settle` the task of ``result``, or each member of a group result."""
+        for member in getattr(result, "results", None) or [result]:
+            self._settle(member.id)
 
     def _settle(self, task_id: str) -> None:
         """Wait (bounded) until the timeline has ``task_id``'s final event.
@@ -285,14 +301,42 @@ class Context:
         if self._on_progress is not None:
             self._on_progress(label, current, total)
 
-    def start_worker(self, queues: Iterable[str], *, name: str, concurrency: int = 1) -> Worker:
-        """Start an extra worker for this scenario only (stopped when the scenario ends)."""
-        worker = self.harness.start_worker(list(queues), name=name, concurrency=concurrency)
+    def prefork(self) -> tuple[Harness, Worker]:
+        """The run's harness with a real prefork ``celery worker`` process (see :meth:`Harness.prefork`)."""
+        return self.harness.prefork()
+
+    def start_worker(
+        self, queues: Iterable[str], *, name: str, concurrency: int = 1, kind: str | None = None
+    ) -> Worker:
+        """Start an extra worker for this scenario only (stopped when the scenario ends).
+
+        ``kind`` ("thread" or "process") defaults to the run's worker mode.
+        """
+        worker = self.harness.start_worker(list(queues), name=name, concurrency=concurrency, kind=kind)
         self._workers.append(worker)
         return worker
 
+    def start_worker_meanwhile(self, queues: Iterable[str], *, name: str, concurrency: int = 1) -> None:
+        """Like :meth:`start_worker`, but return at once: the scenario watches while the worker starts.
+
+        A worker process consumes before it answers ``ping`` (when :meth:`start_worker` returns),
+        so a short task can be over by then; an embedded worker is quicker but the same holds.
+        """
+        starting = threading.Thread(
+            target=self.start_worker,
+            args=(list(queues),),
+            kwargs={"name": name, "concurrency": concurrency},
+            name=f"csim-start-{name}",
+            daemon=True,
+        )
+        self._starting.append(starting)
+        starting.start()
+
     def close(self) -> None:
-        """Stop the workers this scenario started."""
+        """Stop the workers this scenario started (waiting, bounded, for those still starting)."""
+        for starting in self._starting:
+            starting.join(self.harness.config.start_timeout)
+        self._starting = []
         workers, self._workers = self._workers, []
         self.harness.stop_workers(workers)
 
@@ -310,8 +354,11 @@ class Scenario:
     summary: str
     fn: ScenarioFn = field(compare=False)
     timeout: float | None = None
-    #: broker name -> why this scenario is not run there (a declared difference, shown as skipped).
+    #: broker name (or result backend kind: "rpc", "db") -> why this scenario is not run there (a
+    #: declared difference, shown as skipped).
     skip_on: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: broker name -> what real Celery does differently there; the scenario runs and checks that.
+    differs_on: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def family(self) -> str:
@@ -359,15 +406,22 @@ REGISTRY = Registry()
 
 
 def scenario(
-    name: str, summary: str, *, timeout: float | None = None, skip_on: Mapping[str, str] | None = None
+    name: str,
+    summary: str,
+    *,
+    timeout: float | None = None,
+    skip_on: Mapping[str, str] | None = None,
+    differs_on: Mapping[str, str] | None = None,
 ) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register the decorated function as scenario ``name`` in the catalog.
 
     ``skip_on`` declares brokers where the scenario is not run, each with the reason shown.
+    ``differs_on`` declares brokers where Celery behaves differently, each with what differs; the
+    scenario runs there and checks that behaviour (branching on :attr:`Context.broker`).
     """
 
     def register(fn: ScenarioFn) -> ScenarioFn:
-        REGISTRY.add(Scenario(name, summary, fn, timeout, dict(skip_on or {})))
+        REGISTRY.add(Scenario(name, summary, fn, timeout, dict(skip_on or {}), dict(differs_on or {})))
         return fn
 
     return register

@@ -58,8 +58,15 @@ class Timeline:
         """Seconds since the timeline started, on the timeline's clock."""
         return self._clock() - self._t0
 
-    def record(self, kind: EventKind, task_id: str, name: str, hostname: str | None = None, **data: Any) -> Event:
-        event = Event(kind, task_id, name, self.now(), hostname, threading.current_thread().name, data)
+    def record(
+        self, kind: EventKind, task_id: str, name: str, hostname: str | None = None, *, ago: float = 0.0, **data: Any
+    ) -> Event:
+        """Append an event that happened ``ago`` seconds before now.
+
+        Events stay in the order they were recorded (positions from :meth:`mark` stay valid);
+        ``at`` says when each happened, so compare ``at`` to order events from other processes.
+        """
+        event = Event(kind, task_id, name, self.now() - ago, hostname, threading.current_thread().name, data)
         with self._cond:
             self._events.append(event)
             subscribers = list(self._subscribers)

@@ -1,10 +1,13 @@
 """The app of a ``celery worker`` process started by the harness: ``celery -A celery_sim.worker_app worker``.
 
 The harness passes the run's :class:`~celery_sim.appfactory.AppSpec` in ``CSIM_APP_SPEC``; this
-module builds the same app from it (same tasks, routes, namespaced queues and exchanges). The
+module builds the same app from it (same tasks, routes, namespaced queues and exchanges). A worker
+the user starts for ``--worker external`` gives ``CSIM_BROKER_URL``, ``CSIM_RUN_ID`` and optionally
+``CSIM_RESULT_BACKEND`` instead (``python -m celery_sim worker-command`` prints the command). The
 worker runs with task events on (``-E``), which the harness records in its timeline; what Celery
 has no event for (a message published by a task, such as its retry, and ``update_state``) is
-sent here as custom events, ``csim-published`` and ``csim-progress``.
+sent here as custom events, ``csim-published`` and ``csim-progress``, and so is the moment a task
+really starts (``csim-started``, see :func:`_forward_started`).
 """
 
 from __future__ import annotations
@@ -14,35 +17,58 @@ import threading
 from typing import Any
 
 from celery import Celery
+from celery.signals import task_prerun
 
 from .appfactory import ENV_SPEC, AppSpec, build_app
+from .brokers import UrlBroker
 from .recorder import published_data, task_published, task_state_updated
 
 __all__ = ["app"]
 
 
-def _load() -> Celery:
+def _spec_from_env() -> AppSpec:
     text = os.environ.get(ENV_SPEC)
-    if not text:
+    if text:
+        return AppSpec.from_json(text)
+    broker, run_id = os.environ.get("CSIM_BROKER_URL"), os.environ.get("CSIM_RUN_ID")
+    if not broker or not run_id:
         raise RuntimeError(
-            f"{ENV_SPEC} is not set: this module is the app of worker processes started by "
-            "celery_sim's harness. To run your own worker for a run, see README ('Worker modes')."
+            "CSIM_BROKER_URL and CSIM_RUN_ID are not set: this module is the app of celery_sim's worker "
+            "processes. To start a worker for 'complete --worker external', run "
+            "'python -m celery_sim worker-command --real-broker URL' and use the command it prints."
         )
-    return build_app(AppSpec.from_json(text))
+    from demos.config import configure
+
+    backend = UrlBroker(broker, os.environ.get("CSIM_RESULT_BACKEND") or None).result_backend
+    return AppSpec(broker, backend, run_id, configure)
+
+
+def _load() -> Celery:
+    return build_app(_spec_from_env())
 
 
 app = _load()
 _local = threading.local()
 
 
-def _dispatcher() -> Any:
+def _dispatcher(hostname: str | None = None) -> Any:
     """This process's event dispatcher (pool processes are forked: one each, made on first use)."""
     found = getattr(_local, "dispatcher", None)
     if found is None or getattr(_local, "pid", None) != os.getpid():
         _local.connection = app.connection_for_write()
-        found = _local.dispatcher = app.events.Dispatcher(_local.connection, enabled=True)
+        found = _local.dispatcher = app.events.Dispatcher(_local.connection, hostname=hostname, enabled=True)
         _local.pid = os.getpid()
     return found
+
+
+def _forward_started(sender: Any = None, task_id: str = "", task: Any = None, **kw: Any) -> None:
+    """When the task really starts: Celery's task-started event comes from the prefork pool's
+    parent once it hears the child took the job, which can be after the task has finished."""
+    if getattr(task, "app", None) is app:
+        request = task.request
+        _dispatcher(request.hostname).send(
+            "csim-started", uuid=task_id, name=task.name, retries=int(request.retries or 0)
+        )
 
 
 def _forward_published(sender: Any = None, headers: Any = None, warp: Any = None, **kw: Any) -> None:
@@ -61,5 +87,6 @@ def _forward_progress(sender: Any = None, task_id: str = "", state: Any = None, 
         _dispatcher().send("csim-progress", uuid=task_id, name=sender.name, state=state, meta=meta)
 
 
+task_prerun.connect(_forward_started, weak=False)
 task_published.connect(_forward_published, weak=False)
 task_state_updated.connect(_forward_progress, weak=False)

@@ -29,7 +29,7 @@ def test_json_output_has_the_stable_keys(tmp_path: Path) -> None:
     assert set(data) == {"broker", "scenarios", "summary"}
     assert [s["name"] for s in data["scenarios"]] == ["routing.unconsumed_queue", "calling.delay"]
     assert all(
-        set(s) == {"name", "family", "status", "duration_s", "checks", "diagnosis", "warnings"}
+        set(s) == {"name", "family", "status", "duration_s", "checks", "diagnosis", "warnings", "difference"}
         for s in data["scenarios"]
     )
     assert data["summary"]["passed"] == 2
@@ -100,3 +100,53 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert "Usage: python -m celery_sim" in completed.stdout
     for command in ("complete", "list", "run"):
         assert command in completed.stdout
+
+
+def test_real_broker_takes_a_url_not_a_name() -> None:
+    result = invoke("run", "calling", "--real-broker", "fakeredis")
+    assert result.exit_code == EXIT_USAGE
+    assert "--real-broker takes a URL" in result.output
+    assert "for an embedded broker use --broker fakeredis" in result.output
+
+
+def test_an_unreachable_real_broker_is_a_usage_error_with_the_password_masked() -> None:
+    result = invoke("run", "calling", "--real-broker", "redis://:hunter2@127.0.0.1:1/0")
+    assert result.exit_code == EXIT_USAGE
+    assert "cannot reach the broker at redis://:***@127.0.0.1:1/0" in result.output
+    assert "hunter2" not in result.output
+
+
+def test_a_worker_process_needs_a_broker_other_processes_reach() -> None:
+    result = invoke("run", "calling", "--worker", "process")
+    assert result.exit_code == EXIT_USAGE
+    assert "the memory broker lives in this process: use --broker fakeredis" in result.output
+
+
+def test_external_workers_cannot_reach_an_embedded_broker() -> None:
+    result = invoke("run", "calling", "--broker", "fakeredis", "--worker", "external")
+    assert result.exit_code == EXIT_USAGE
+    assert "--worker external needs --real-broker URL" in result.output
+
+
+def test_a_result_backend_needs_a_real_broker_and_a_known_scheme() -> None:
+    embedded = invoke("run", "calling", "--result-backend", "rpc://")
+    assert embedded.exit_code == EXIT_USAGE
+    assert "--result-backend needs a real broker" in embedded.output
+    unknown = invoke("run", "calling", "--real-broker", "redis://127.0.0.1:1/0", "--result-backend", "mongodb://x")
+    assert unknown.exit_code == EXIT_USAGE
+    assert "result backend 'mongodb://x' is not supported here" in unknown.output
+
+
+def test_a_malformed_run_id_exits_2() -> None:
+    result = invoke("run", "calling", "--run-id", "no spaces")
+    assert result.exit_code == EXIT_USAGE
+    assert "use 1 to 32 letters, digits" in result.output
+
+
+def test_worker_command_prints_a_runnable_command_with_the_password_masked() -> None:
+    result = invoke("worker-command", "--real-broker", "amqp://admin:s3cret@rabbit:5672//", "--run-id", "team1")
+    assert result.exit_code == EXIT_OK, result.output
+    assert result.output.strip() == (
+        "CSIM_BROKER_URL='amqp://admin:***@rabbit:5672//' CSIM_RUN_ID=team1 celery -A celery_sim.worker_app "
+        "worker -E -Q csim-team1.default,csim-team1.secretflow_queue,csim-team1.web_queue -n worker1@%h"
+    )

@@ -73,3 +73,19 @@ def test_pending_lists_only_unfinished_tasks_since_a_mark(harness: Harness) -> N
     diagnosis = diagnose_pending(harness, mark)
     assert diagnosis == diagnose_task(harness, stuck.id)
     assert diagnose_pending(harness, harness.timeline.mark()) is None
+
+
+def test_a_task_the_worker_ended_but_the_backend_says_retry(harness: Harness) -> None:
+    # What a late RETRY write does (measured with db+sqlite): the final state is overwritten.
+    mark = harness.timeline.mark()
+    result = add.delay("two", 2)  # TypeError: FAILURE (a SUCCESS is never overwritten)
+    assert result.get(timeout=5, propagate=False) is not None
+    harness.timeline.wait_for(lambda e: e.task_id == result.id and e.kind == "failed", timeout=2)
+    assert diagnose_pending(harness, mark) is None
+    harness.app.backend.store_result(result.id, None, "RETRY")
+    expected = (
+        f"'demos.calling.add' failed on {harness.main_worker.hostname}, but the result backend says RETRY: "
+        "a write of an earlier attempt (its RETRY) landed after the final one"
+    )
+    assert diagnose_task(harness, result.id).startswith(expected)
+    assert (diagnose_pending(harness, mark) or "").startswith(expected)

@@ -150,7 +150,7 @@ def test_json_report_has_the_documented_keys() -> None:
     assert set(data) == {"broker", "scenarios", "summary"}
     assert data["broker"] == "memory"
     (scenario,) = data["scenarios"]  # type: ignore[misc]
-    assert set(scenario) == {"name", "family", "status", "duration_s", "checks", "diagnosis", "warnings"}
+    assert set(scenario) == {"name", "family", "status", "duration_s", "checks", "diagnosis", "warnings", "difference"}
     assert scenario["family"] == "test"
     assert scenario["checks"] == [{"name": "add", "passed": True, "expected": 3, "observed": 3}]
     assert data["summary"] == {"passed": 1, "failed": 0, "timeout": 0, "skipped": 0, "error": 0}

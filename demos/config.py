@@ -7,6 +7,7 @@ import importlib
 from celery import Celery
 
 from celery_sim.namespace import Namespace
+from demos.brokers.config import broker_queues
 from demos.routing.config import routing_conf
 
 #: Modules defining the demo tasks (imported before the app is finalized, as a worker's -A/include would).
@@ -17,6 +18,7 @@ TASK_MODULES = (
     "demos.canvas.tasks",
     "demos.retries.tasks",
     "demos.timing.tasks",
+    "demos.brokers.tasks",
 )
 
 #: Logical queues the main embedded worker consumes. Scenarios start their own workers for the
@@ -27,12 +29,18 @@ WORKER_QUEUES = ("default", "secretflow_queue", "web_queue")
 def configure(app: Celery, ns: Namespace) -> None:
     for module in TASK_MODULES:
         importlib.import_module(module)
-    app.conf.update(routing_conf(ns))
+    conf = routing_conf(ns)
+    conf["task_queues"] = [*conf["task_queues"], *broker_queues(ns)]
+    # How long a prefork worker waits for the result of a killed pool process before it reports
+    # WorkerLostError (Celery's default 10 s; broker.acks_late_redelivery kills one on purpose).
+    conf["worker_lost_wait"] = 0.5
+    app.conf.update(conf)
 
 
-#: Measured: fakeredis stalls on messages a worker publishes (a chain's next step, a retry: it or
-#: its result never arrives) or drops a connection, in a third to a half of the runs of the canvas
-#: and retries families; on real Redis and RabbitMQ they pass every time (tests/test_real_brokers.py).
-FAKEREDIS_STALLS = {
-    "fakeredis": "fakeredis stalls on messages a worker publishes (chain steps, retries); passes on real Redis"
+#: Declared skips with ``--result-backend rpc://``: Celery's rpc backend sends states to the caller
+#: as messages and stores nothing (measured on Redis and RabbitMQ brokers).
+RPC_NO_CHORDS = {"rpc": "Celery raises NotImplementedError: 'The \"rpc\" result backend does not support chords'"}
+RPC_NO_STORE = {
+    "rpc": "rpc:// stores nothing, so the demo's ledger (entries a task stores under their own keys and "
+    "the caller reads back) cannot work"
 }

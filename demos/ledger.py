@@ -9,10 +9,12 @@ this works whatever the broker and wherever the worker runs. Entries are kept un
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
 from celery import Celery
+from celery.backends.base import KeyValueStoreBackend
 
 __all__ = ["read", "record"]
 
@@ -24,16 +26,40 @@ def _key(key: str) -> str:
     return f"ledger-{key}"
 
 
+def _atomic(backend: Any) -> bool:
+    """Whether ``backend`` has an atomic counter (Redis, cache, the embedded one; not rpc, database)."""
+    incr = getattr(type(backend), "incr", None)
+    return incr is not None and incr is not KeyValueStoreBackend.incr
+
+
 def record(app: Celery, key: str, entry: dict[str, Any]) -> None:
-    """Append ``entry`` to the ledger ``key`` (read-append-write: one writer process at a time)."""
+    """Append ``entry`` to the ledger ``key``.
+
+    Backends with an atomic counter (Redis, the embedded one) give each entry its own slot, so
+    that pool processes of a prefork worker never overwrite each other's entries; others (rpc,
+    database) fall back to read-append-write under a lock, safe within one process.
+    """
+    backend = app.backend
+    if _atomic(backend):
+        slot = int(backend.incr(f"{_key(key)}-count")) - 1
+        backend.store_result(f"{_key(key)}-{slot}", entry, STATE)
+        return
     with _lock:
-        entries = read(app, key)
-        app.backend.store_result(_key(key), [*entries, entry], STATE)
+        meta = backend.get_task_meta(_key(key))
+        entries = list(meta.get("result") or []) if meta.get("status") == STATE else []
+        backend.store_result(_key(key), [*entries, entry], STATE)
 
 
 def read(app: Celery, key: str) -> list[dict[str, Any]]:
     """The entries of ledger ``key`` in the order they were recorded (empty if none)."""
-    meta = app.backend.get_task_meta(_key(key))
-    if meta.get("status") != STATE:
-        return []
-    return list(meta.get("result") or [])
+    backend = app.backend
+    if not _atomic(backend):
+        meta = backend.get_task_meta(_key(key))
+        return list(meta.get("result") or []) if meta.get("status") == STATE else []
+    entries = []
+    for slot in itertools.count():
+        meta = backend.get_task_meta(f"{_key(key)}-{slot}", cache=False)
+        if meta.get("status") != STATE:
+            return entries  # an entry still being written shows on the next read
+        entries.append(meta["result"])
+    raise AssertionError("unreachable")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 
 def where(task: Any) -> dict[str, Any]:
-    """The thread, delivery and calling mode of the request ``task`` is running.
+    """The thread, process, delivery and calling mode of the request ``task`` is running.
 
     Not ``request.hostname``: on the thread pool Celery fills it with the machine's host name, not
     the worker's node name (prefork sets the node name); the timeline's ``received`` event has it.
@@ -16,6 +17,7 @@ def where(task: Any) -> dict[str, Any]:
     delivery = request.delivery_info or {}
     return {
         "thread": threading.current_thread().name,
+        "pid": os.getpid(),
         "called_directly": bool(request.called_directly),
         "is_eager": bool(request.is_eager),
         "exchange": delivery.get("exchange"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from typing import Any
@@ -40,12 +41,28 @@ def apply(ctx: Context) -> None:
     ctx.check("timeline: Celery's signals fired locally", ["started", "succeeded"], ctx.timeline.kinds(result.id))
 
 
+def _ran_on_main(ctx: Context, name: str, task_id: str) -> None:
+    hosts, ran = ctx.harness.main_hostnames, ctx.ran_on(task_id)
+    ctx.check(name, hosts[0] if len(hosts) == 1 else f"one of {list(hosts)}", ran, passed=ran in hosts)
+
+
 def _worker_checks(ctx: Context, result: AsyncResult, info: dict[str, Any], queue: str) -> None:
-    ctx.check("ran on the embedded worker", ctx.harness.main_worker.hostname, ctx.ran_on(result.id))
+    _ran_on_main(ctx, "ran on the main worker", result.id)
     thread = str(info["thread"])
-    ctx.check(
-        "ran in a worker pool thread, not the caller's", "csim-pool-*", thread, passed=thread.startswith("csim-pool")
-    )
+    if ctx.harness.config.worker == "thread":  # the embedded worker: the threads pool in this process
+        ctx.check(
+            "ran in a worker pool thread, not the caller's",
+            "csim-pool-*",
+            thread,
+            passed=thread.startswith("csim-pool") and info["pid"] == os.getpid(),
+        )
+    else:
+        ctx.check(
+            "ran in a worker process, not the caller's",
+            f"a process other than {os.getpid()}",
+            info["pid"],
+            passed=info["pid"] != os.getpid(),
+        )
     ctx.check("delivered from queue", ctx.harness.ns.logical(queue), ctx.harness.ns.logical(str(info["routing_key"])))
     ctx.check("timeline", ["published", "received", "started", "succeeded"], ctx.timeline.kinds(result.id))
 
@@ -114,7 +131,7 @@ def celery_call(ctx: Context) -> None:
     ctx.check("prints a task id, not the task's result", "a task id (UUID)", printed, passed=_is_uuid(printed))
     result = AsyncResult(printed, app=ctx.app)
     info = ctx.wait(result)
-    ctx.check("the task ran on a worker, not in the terminal", ctx.harness.main_worker.hostname, ctx.ran_on(printed))
+    _ran_on_main(ctx, "the task ran on a worker, not in the terminal", printed)
     ctx.check(
         "not in the calling thread",
         threading.current_thread().name,

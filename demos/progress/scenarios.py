@@ -40,7 +40,7 @@ def states(ctx: Context) -> None:
                 ctx.progress("process_items", current, int(info.get("total", TOTAL)))
 
     first = result.state
-    ctx.start_worker(["progress"], name="progress")
+    ctx.start_worker_meanwhile(["progress"], name="progress")
     observed = ctx.watch(result, on_change)
     if observed[0] != first:
         observed.insert(0, first)

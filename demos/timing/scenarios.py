@@ -10,12 +10,16 @@ from typing import Any
 
 from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult
 
 from celery_sim.scenario import Context, scenario
 from celery_sim.timewarp import parse_time
-from demos.config import FAKEREDIS_STALLS
 from demos.timing.tasks import (
+    HARD_LIMIT_S,
+    SOFT_LIMIT_S,
+    crunch_numbers,
     generate_report,
+    resize_images,
     send_email,
     sleep_for,
     stamp,
@@ -30,13 +34,110 @@ def _redis_results(ctx: Context, app: Any = None) -> bool:
     return type((app or ctx.app).backend).__name__ == "RedisBackend"
 
 
+def _on_threads(ctx: Context, task: Any, *args: Any) -> AsyncResult[Any]:
+    """Send ``task`` to a worker with the threads pool (Celery's embedded, in-process worker)."""
+    ctx.start_worker(["threads"], name="threads", kind="thread")
+    return task.apply_async(args=args, queue=ctx.queue("threads"))
+
+
+def _ignored(limit: str, seconds: float, elapsed: float) -> str:
+    return (
+        f"{limit}={seconds:g} s is ignored by the threads pool (and solo): the same task ran "
+        f"{elapsed:.2f} s there, with no error and no log line (Celery 5.7). Limits are enforced "
+        "by the prefork pool only: run time-limited tasks on a prefork worker (celery worker -P prefork)."
+    )
+
+
+@scenario(
+    "time.soft_limit",
+    f"soft_time_limit={SOFT_LIMIT_S:g} s raises SoftTimeLimitExceeded in the task, which cleans up and returns "
+    "(prefork worker process); the threads pool ignores the limit",
+    timeout=20,
+)
+def soft_limit(ctx: Context) -> None:
+    pf, _worker = ctx.prefork()
+    companion = _on_threads(ctx, resize_images, 10)  # runs meanwhile, see below
+    result = pf.app.tasks[resize_images.name].apply_async(args=(10,), queue=pf.queue("prefork"))
+    state, value = ctx.outcome(result)
+    ctx.check(
+        "prefork: the task caught SoftTimeLimitExceeded and returned its clean-up result",
+        ("SUCCESS", "cleaned up"),
+        (state, value.get("status") if isinstance(value, dict) else value),
+    )
+    elapsed = value.get("elapsed") if isinstance(value, dict) else None
+    ctx.check(
+        f"prefork: interrupted at the soft limit ({SOFT_LIMIT_S:g} s, of 0.5 s of work)",
+        f"{SOFT_LIMIT_S:g}..{SOFT_LIMIT_S + 0.3:g} s",
+        None if elapsed is None else round(elapsed, 3),
+        passed=elapsed is not None and SOFT_LIMIT_S - 0.05 <= elapsed <= SOFT_LIMIT_S + 0.3,
+    )
+    state, value = ctx.outcome(companion)
+    elapsed = value.get("elapsed", 0.0) if isinstance(value, dict) else 0.0
+    ctx.check(
+        "threads pool: the same task is not interrupted; it finishes all 0.5 s of work",
+        ("SUCCESS", "finished", 10),
+        (state, value.get("status"), value.get("done")) if isinstance(value, dict) else (state, value, None),
+    )
+    if isinstance(value, dict) and value.get("status") == "finished":
+        ctx.warn(_ignored("soft_time_limit", SOFT_LIMIT_S, elapsed))
+
+
+@scenario(
+    "time.hard_limit",
+    f"time_limit={HARD_LIMIT_S:g} s kills the task (TimeLimitExceeded) and the worker replaces the pool process "
+    "(prefork worker process); the threads pool ignores the limit",
+    timeout=20,
+)
+def hard_limit(ctx: Context) -> None:
+    pf, worker = ctx.prefork()
+    before = worker.pool_pids()
+    companion = _on_threads(ctx, crunch_numbers, 0.8)  # runs meanwhile, see below
+    result = pf.app.tasks[crunch_numbers.name].apply_async(args=(2.0,), queue=pf.queue("prefork"))
+    state, raised = ctx.outcome(result)
+    ctx.check(
+        "prefork: the caller gets TimeLimitExceeded and the task ends FAILURE",
+        ("FAILURE", "TimeLimitExceeded"),
+        (state, type(raised).__name__),
+    )
+    started, failed = ctx.timeline.first(result.id, "started"), ctx.timeline.first(result.id, "failed")
+    ran = failed.at - started.at if started and failed else None
+    ctx.check(
+        f"prefork: killed at the hard limit ({HARD_LIMIT_S:g} s, of 2 s of work)",
+        f"{HARD_LIMIT_S:g}..{HARD_LIMIT_S + 0.5:g} s",
+        None if ran is None else round(ran, 3),
+        passed=ran is not None and HARD_LIMIT_S - 0.01 <= ran <= HARD_LIMIT_S + 0.5,
+    )
+    progress = ctx.timeline.first(result.id, "progress")
+    killed = int(progress.data["meta"]["pid"]) if progress else None
+    # Celery replaces a dead pool process when it notices the exit: at once, or at its 5 s check.
+    after = ctx.eventually(worker.pool_pids, lambda pids: len(pids) == len(before) and killed not in pids, timeout=6.0)
+    ctx.check(
+        "prefork: the killed pool process was replaced by a new one",
+        f"{len(before)} processes, without {killed}, one new",
+        after,
+        passed=killed in before and len(after) == len(before) and len(set(after) - set(before)) == 1,
+    )
+    state, value = ctx.outcome(companion)
+    ctx.check(
+        "threads pool: the same task is not killed; it runs 0.8 s past the 0.4 s limit and succeeds",
+        ("SUCCESS", "finished"),
+        (state, value.get("status") if isinstance(value, dict) else value),
+    )
+    if isinstance(value, dict) and value.get("status") == "finished":
+        ctx.warn(_ignored("time_limit", HARD_LIMIT_S, float(value["elapsed"])))
+
+
 @scenario(
     "time.client_timeout",
-    "result.get(timeout=0.2) on a 1.5 s task raises TimeoutError promptly; the task still finishes on the worker",
-    skip_on=FAKEREDIS_STALLS,
+    "result.get(timeout=0.2) on a longer task raises TimeoutError promptly; the task still finishes on the worker",
+    skip_on={
+        "rpc": "rpc:// get(timeout=0.2) did not raise: it returned the result 0.6 s later, when it arrived "
+        "(Celery checks the timeout between waits on the reply queue, which last up to 1 s)"
+    },
 )
 def client_timeout(ctx: Context) -> None:
-    result = generate_report.delay(1.5)  # longer than the Redis backend's 1 s wait
+    # Longer than the wait, and on the Redis result backend longer than its 1 s wait.
+    result = generate_report.delay(1.5 if _redis_results(ctx) else 0.6)
     asked = 0.2
     started = time.monotonic()
     try:
@@ -72,7 +173,6 @@ def client_timeout(ctx: Context) -> None:
 @scenario(
     "time.countdown_eta",
     "countdown= and eta= delay execution by the asked amount; request.eta is what was asked",
-    skip_on=FAKEREDIS_STALLS,
 )
 def countdown_eta(ctx: Context) -> None:
     delayed = stamp.apply_async(countdown=0.3)
@@ -103,13 +203,19 @@ def countdown_eta(ctx: Context) -> None:
     )
 
 
+#: What RabbitMQ does with an expired task, unlike the other brokers.
+AMQP_EXPIRES = (
+    "Celery also sends expires as the AMQP per-message TTL (expiration); RabbitMQ drops the expired "
+    "message itself, so no worker sees it: the task is never run, but never marked REVOKED either, "
+    "and a caller waiting without a timeout waits forever"
+)
+
+
 @scenario(
     "time.expires",
-    "a task whose expires passes before a worker takes it ends REVOKED (TaskRevokedError); an unexpired one runs",
-    skip_on={
-        **FAKEREDIS_STALLS,
-        "amqp": "not yet understood: on RabbitMQ the expired task is neither run nor revoked before the deadline",
-    },
+    "a task whose expires passes before a worker takes it never runs (REVOKED, TaskRevokedError; "
+    "on RabbitMQ dropped, PENDING); an unexpired one runs",
+    differs_on={"amqp": AMQP_EXPIRES},
 )
 def expires(ctx: Context) -> None:
     queue = ctx.queue("expiring")  # consumed by nobody until the first task has expired
@@ -117,6 +223,19 @@ def expires(ctx: Context) -> None:
     fresh = sleep_for.apply_async(args=(0,), queue=queue, expires=60)
     time.sleep(0.3)  # the subject of this scenario is time passing with nobody consuming
     ctx.start_worker(["expiring"], name="late")
+    ctx.check("unexpired task runs", 0, ctx.wait(fresh))
+    if ctx.broker == "amqp":
+        # The fresh task was behind the stale one in the queue: once it has run, the stale
+        # message was either delivered (and would be marked) or dropped by RabbitMQ.
+        ctx.check("RabbitMQ: no worker ever received the expired task", None, ctx.ran_on(stale.id))
+        ctx.check("RabbitMQ: its state stays PENDING (nobody marks it)", "PENDING", stale.state)
+        guarded = ctx.guard(stale, timeout=0.3)
+        ctx.check(
+            "RabbitMQ: get(timeout=0.3) times out instead of raising TaskRevokedError",
+            "timed out",
+            "timed out" if guarded.timed_out else "returned",
+        )
+        return
     state, raised = ctx.outcome(stale)
     ctx.check(
         "expired task: the caller gets TaskRevokedError",
@@ -134,14 +253,12 @@ def expires(ctx: Context) -> None:
             "started": bool(ctx.timeline.first(stale.id, "started")),
         },
     )
-    ctx.check("unexpired task runs", 0, ctx.wait(fresh))
 
 
 @scenario(
     "time.rate_limit",
     "rate_limit='10/s' spaces executions 0.1 s apart on one worker; the limit is per worker, not global",
     timeout=20,
-    skip_on=FAKEREDIS_STALLS,
 )
 def rate_limit(ctx: Context) -> None:
     ctx.start_worker(["rated"], name="rated", concurrency=4)
@@ -150,25 +267,33 @@ def rate_limit(ctx: Context) -> None:
         ctx.wait(result)
     starts = sorted(e.at for r in results for e in ctx.timeline.events(r.id, ["started"]))
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(starts)]
+    # Celery takes a token from the worker's bucket before handing the task to the pool; the start
+    # is recorded when a pool thread runs it, a few ms later, and that lag varies (0.087 s after a
+    # 0.154 s gap was measured, with a slow result backend). So: the rate over all the starts, and
+    # no two starts close together (without the limit, the 4 free slots start them at once).
+    mean = (starts[-1] - starts[0]) / len(gaps) if len(gaps) == 5 else 0.0
     ctx.check(
-        "one worker: consecutive starts at least 0.1 s apart (4 pool slots free)",
-        ">= 0.09 s each",
-        gaps,
-        passed=len(gaps) == 5 and min(gaps) >= 0.09,
+        "one worker: starts spaced by the limit, 0.1 s (4 pool slots free)",
+        "mean gap >= 0.09 s, none < 0.05 s",
+        {"mean": round(mean, 3), "gaps": gaps},
+        passed=len(gaps) == 5 and mean >= 0.09 and min(gaps) >= 0.05,
     )
     ctx.start_worker(["shared"], name="rated_a", concurrency=2)
     ctx.start_worker(["shared"], name="rated_b", concurrency=2)
     shared = [send_email.apply_async(args=(f"bulk{n}@example.com",), queue=ctx.queue("shared")) for n in range(10)]
     for result in shared:
         ctx.wait(result)
-    events = [e for r in shared for e in ctx.timeline.events(r.id, ["started"])]
-    starts = sorted(e.at for e in events)
-    span = starts[-1] - starts[0]
+    events = sorted((e for r in shared for e in ctx.timeline.events(r.id, ["started"])), key=lambda e: e.at)
+    # Two starts on different workers closer than 0.1 s: together they ran faster than 10/s.
+    # (Not the total span: how the 10 split between the workers is up to prefetching.)
+    across = [
+        round(b.at - a.at, 3) for a, b in itertools.pairwise(events) if ctx.ran_on(a.task_id) != ctx.ran_on(b.task_id)
+    ]
     ctx.check(
-        "two workers: 10 tasks start faster than 10/s (each worker has its own limit)",
-        "< 0.9 s for 10 starts",
-        round(span, 3),
-        passed=span < 0.9,
+        "two workers: starts on different workers come closer than 0.1 s (each worker has its own limit)",
+        "some gap < 0.09 s",
+        min(across) if across else None,
+        passed=bool(across) and min(across) < 0.09,
     )
     per_worker = {ctx.ran_on(e.task_id) for e in events}
     ctx.check("... both workers took part", 2, len(per_worker))
@@ -176,8 +301,9 @@ def rate_limit(ctx: Context) -> None:
 
 @scenario(
     "time.revoke",
-    "revoke() of a queued task stops it from running: REVOKED, TaskRevokedError, never started",
-    skip_on=FAKEREDIS_STALLS,
+    "revoke() of a queued task stops it from running; revoke(terminate=True) stops a running one (prefork): "
+    "both REVOKED, TaskRevokedError",
+    timeout=20,
 )
 def revoke(ctx: Context) -> None:
     revoker = ctx.start_worker(["revoking"], name="revoker", concurrency=1)
@@ -200,3 +326,22 @@ def revoke(ctx: Context) -> None:
         ),
     )
     ctx.check("queued task revoked: it never started", [], [e.kind for e in ctx.events(victim.id, ["started"])])
+    pf, _worker = ctx.prefork()
+    running = pf.app.tasks[sleep_for.name].apply_async(args=(10,), queue=pf.queue("prefork"))
+    ctx.timeline.wait_for(lambda e: e.task_id == running.id and e.kind == "started", timeout=min(5.0, ctx.remaining()))
+    revoked_at = ctx.timeline.now()
+    pf.app.control.revoke(running.id, terminate=True)
+    state, raised = ctx.outcome(running)
+    ended = ctx.timeline.first(running.id, "revoked")
+    ctx.check(
+        "running task, revoke(terminate=True) on prefork: state and the caller's exception",
+        ("REVOKED", "TaskRevokedError"),
+        (state, type(raised).__name__),
+    )
+    took = None if ended is None else round(ended.at - revoked_at, 3)
+    ctx.check(
+        "... it was stopped, not left to run its 10 s",
+        "< 2 s after revoke",
+        took,
+        passed=took is not None and took < 2.0,
+    )

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+#: Limits of the time-limit demo tasks, in seconds.
+SOFT_LIMIT_S = 0.3
+HARD_LIMIT_S = 0.4
 
 
 @shared_task(name="demos.timing.generate_report")
@@ -14,6 +20,29 @@ def generate_report(seconds: float) -> str:
     """A report that takes ``seconds`` to build."""
     time.sleep(seconds)
     return "report ready"
+
+
+@shared_task(bind=True, soft_time_limit=SOFT_LIMIT_S, name="demos.timing.resize_images")
+def resize_images(self: Any, count: int, step_s: float = 0.05) -> dict[str, Any]:
+    """Catches SoftTimeLimitExceeded, cleans up and returns what it managed, as the guides advise."""
+    started = time.monotonic()
+    done = 0
+    try:
+        for _ in range(count):
+            time.sleep(step_s)
+            done += 1
+    except SoftTimeLimitExceeded:
+        return {"status": "cleaned up", "done": done, "elapsed": time.monotonic() - started, "pid": os.getpid()}
+    return {"status": "finished", "done": done, "elapsed": time.monotonic() - started, "pid": os.getpid()}
+
+
+@shared_task(bind=True, time_limit=HARD_LIMIT_S, name="demos.timing.crunch_numbers")
+def crunch_numbers(self: Any, seconds: float) -> dict[str, Any]:
+    """Runs past its hard time limit: the pool kills the process running it (it says which first)."""
+    self.update_state(state="PROGRESS", meta={"pid": os.getpid()})
+    started = time.monotonic()
+    time.sleep(seconds)
+    return {"status": "finished", "elapsed": time.monotonic() - started, "pid": os.getpid()}
 
 
 @shared_task(bind=True, name="demos.timing.stamp")

@@ -1,0 +1,1 @@
+"""The broker demo: what depends on the transport (priority, acknowledgements, visibility, outages)."""

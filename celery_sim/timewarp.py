@@ -17,8 +17,9 @@ ETA the worker acted on), rate limits, time limits, the broker's visibility time
 schedule run on the real clock. An ``expires`` inherited by a retry is not compressed twice.
 Compression keeps the order of delays (it is monotonic) but not their size relative to the time
 tasks take to run: a 30 s countdown at scale 1/1000 is shorter than a task that works for 50 ms.
-So a compressed delay never drops below :data:`MIN_DELAY_S`, and a scenario whose story depends
-on a retry coming after some work chooses a scale that keeps it there.
+So a compressed delay never drops below a floor (:func:`min_delay`: :data:`MIN_DELAY_S`, or
+:data:`DB_MIN_DELAY_S` with a database result backend), and a scenario whose story depends on a
+retry coming after some work chooses a scale that keeps it there.
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-__all__ = ["CONF_KEY", "HEADER", "MIN_DELAY_S", "Warp", "apply", "compress_delay", "parse_time", "validate_scale"]
+__all__ = [
+    "CONF_KEY",
+    "DB_MIN_DELAY_S",
+    "HEADER",
+    "MIN_DELAY_S",
+    "Warp",
+    "apply",
+    "compress_delay",
+    "min_delay",
+    "parse_time",
+    "validate_scale",
+]
 
 #: Message header carrying the scale (and the expiry already compressed) from publisher to retries.
 HEADER = "csim_time_scale"
@@ -38,6 +50,12 @@ _EXPIRES_SENT = "csim_expires_sent"
 #: bookkeeping after publishing a retry (marking the task RETRY) takes about a millisecond, and a
 #: retry due sooner than that could overtake it, a race the real delay would never allow.
 MIN_DELAY_S = 0.005
+#: The floor with a database result backend (``db+...``), where that bookkeeping is a transaction.
+#: Measured with db+sqlite: at 5 ms, a retry's write raced the previous attempt's in 1 run of 3 of
+#: the retries family (SQLite has no row locks): a SUCCESS replaced by a late RETRY, or a row left
+#: with one write's state and the other's result. Real countdowns are seconds; this keeps them
+#: longer than the write.
+DB_MIN_DELAY_S = 0.1
 #: App setting holding the scale for messages published without the header (set by the harness).
 CONF_KEY = "csim_time_scale"
 
@@ -81,15 +99,20 @@ class Warp:
         return None if self.eta is None else (self.eta - self.published_at).total_seconds()
 
 
-def compress_delay(delay: float, scale: float) -> float:
-    """``delay`` seconds under ``scale``, but never below :data:`MIN_DELAY_S` unless it was already shorter."""
+def min_delay(result_backend: Any) -> float:
+    """The floor of a compressed delay for an app whose ``result_backend`` setting is this."""
+    return DB_MIN_DELAY_S if str(result_backend or "").startswith("db+") else MIN_DELAY_S
+
+
+def compress_delay(delay: float, scale: float, floor: float = MIN_DELAY_S) -> float:
+    """``delay`` seconds under ``scale``, but never below ``floor`` unless it was already shorter."""
     if delay <= 0:
         return delay
-    return max(delay * scale, min(delay, MIN_DELAY_S))
+    return max(delay * scale, min(delay, floor))
 
 
-def _compress(moment: datetime, now: datetime, scale: float) -> datetime:
-    return now + timedelta(seconds=compress_delay((moment - now).total_seconds(), scale))
+def _compress(moment: datetime, now: datetime, scale: float, floor: float) -> datetime:
+    return now + timedelta(seconds=compress_delay((moment - now).total_seconds(), scale, floor))
 
 
 def apply(
@@ -97,12 +120,14 @@ def apply(
     custom_headers: MutableMapping[str, Any],
     default_scale: float,
     now: datetime | None = None,
+    floor: float = MIN_DELAY_S,
 ) -> Warp:
     """Compress ``headers``' eta/expires in place, by the scale in ``custom_headers`` or ``default_scale``.
 
     ``headers`` are the task message's protocol headers; ``custom_headers`` are the headers the
     publisher adds to them (Celery's ``apply_async(headers=...)``), which retries inherit. When a
     scale other than 1 is in force it is written into ``custom_headers`` so the retries carry it.
+    No compressed delay is shorter than ``floor`` (see :func:`min_delay`).
     """
     now = now or datetime.now(timezone.utc)
     scale = validate_scale(float(custom_headers.get(HEADER) or default_scale))
@@ -111,13 +136,13 @@ def apply(
     if scale == 1.0:
         return Warp(1.0, now, eta, eta, expires, expires)
     custom_headers[HEADER] = scale
-    eta_sent = None if eta is None else _compress(eta, now, scale)
+    eta_sent = None if eta is None else _compress(eta, now, scale, floor)
     if eta_sent is not None:
         headers["eta"] = eta_sent.isoformat()
     expires_sent = expires
     already = parse_time(custom_headers.get(_EXPIRES_SENT))
     if expires is not None and expires != already:  # a retry inherits its first expiry, compressed already
-        expires_sent = _compress(expires, now, scale)
+        expires_sent = _compress(expires, now, scale, floor)
         headers["expires"] = expires_sent.isoformat()
         custom_headers[_EXPIRES_SENT] = expires_sent.isoformat()
     return Warp(scale, now, eta, eta_sent, expires, expires_sent)

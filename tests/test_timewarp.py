@@ -61,6 +61,14 @@ def test_a_delay_never_shrinks_below_the_floor_unless_it_was_shorter() -> None:
     assert timewarp.compress_delay(-5, 0.5) == -5  # already due: left as it is
 
 
+def test_a_database_result_backend_raises_the_floor() -> None:
+    assert timewarp.min_delay("db+sqlite:///r.sqlite") == timewarp.DB_MIN_DELAY_S > timewarp.MIN_DELAY_S
+    assert timewarp.min_delay("redis://localhost/0") == timewarp.min_delay(None) == timewarp.MIN_DELAY_S
+    message, custom = headers(30, None), {}
+    timewarp.apply(message, custom, 0.0001, now=NOW, floor=timewarp.DB_MIN_DELAY_S)
+    assert timewarp.parse_time(message["eta"]) == NOW + timedelta(seconds=timewarp.DB_MIN_DELAY_S)
+
+
 @given(st.floats(0, 1e6), st.floats(0, 1e6), st.floats(1e-6, 1))
 def test_compression_keeps_the_order_of_delays(a: float, b: float, scale: float) -> None:
     low, high = sorted((a, b))

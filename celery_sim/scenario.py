@@ -136,6 +136,10 @@ class Guarded:
         return self.diagnosis is not None
 
 
+#: Ends of an attempt that ran: each has a ``started`` before it.
+RAN_KINDS = ("succeeded", "failed", "retried")
+
+
 class Context:
     """What a scenario gets: the harness, its deadline, and the record of its checks."""
 
@@ -241,9 +245,13 @@ class Context:
         """
         if self.timeline.first(task_id, "published") is None:
             return  # not a task sent by this run (a group id, an eager result)
-        self.timeline.wait_for(
-            lambda e: e.task_id == task_id and e.kind in TASK_END_KINDS, timeout=min(1.0, self.remaining())
-        )
+        limit = min(1.0, self.remaining())
+        self.timeline.wait_for(lambda e: e.task_id == task_id and e.kind in TASK_END_KINDS, timeout=limit)
+        # A worker process's events come over several connections: a pool process sends its
+        # csim-started over its own, opened on first use, so it can arrive after the task's end
+        # (seen on RabbitMQ). Every attempt that ran and ended had a start.
+        ran = len(self.timeline.events(task_id, RAN_KINDS))
+        self.eventually(lambda: len(self.timeline.events(task_id, ["started"])), lambda n: n >= ran, timeout=limit)
 
     def eventually(self, probe: Callable[[], T], until: Callable[[T], bool], timeout: float | None = None) -> T:
         """Call ``probe`` until ``until(value)`` holds or time runs out; returns the last value.

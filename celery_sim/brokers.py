@@ -18,6 +18,7 @@ __all__ = [
     "URL_SCHEMES",
     "Broker",
     "Endpoints",
+    "backend_kind",
     "mask_url",
     "resolve_broker",
     "validate_result_backend",
@@ -27,6 +28,14 @@ __all__ = [
 URL_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 #: URL schemes accepted as a result backend with a real broker (db+ takes any SQLAlchemy URL).
 BACKEND_SCHEMES = ("redis", "rediss", "rpc", "db+")
+
+
+def backend_kind(url: object) -> str | None:
+    """ "rpc" or "db" for a result backend URL of those kinds (scenarios may declare skips for them), else None."""
+    text = str(url or "")
+    if text.startswith("rpc"):
+        return "rpc"
+    return "db" if text.startswith("db+") else None
 
 
 _CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<at>@)")

@@ -17,7 +17,7 @@ from kombu.exceptions import ChannelError
 
 from . import timewarp
 from .appfactory import AppSpec, Configure, build_app
-from .brokers import Broker, Endpoints, mask_url, resolve_broker
+from .brokers import Broker, Endpoints, backend_kind, mask_url, resolve_broker
 from .errors import HarnessError, WorkerError
 from .events import EventRecorder
 from .namespace import Namespace
@@ -250,11 +250,8 @@ class Harness:
 
     @property
     def backend_kind(self) -> str | None:
-        """ "rpc" or "db" when the result backend was chosen so (scenarios may declare skips for those)."""
-        backend = self.config.result_backend or ""
-        if backend.startswith("rpc"):
-            return "rpc"
-        return "db" if backend.startswith("db+") else None
+        """ "rpc" or "db" when the result backend was chosen so (see :func:`~celery_sim.brokers.backend_kind`)."""
+        return backend_kind(self.config.result_backend)
 
     @property
     def workers(self) -> tuple[Worker, ...]:

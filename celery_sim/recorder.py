@@ -16,6 +16,7 @@ from celery.app.amqp import AMQP
 from celery.utils.dispatch import Signal
 
 from . import timewarp
+from .brokers import backend_kind
 from .timeline import Timeline
 
 __all__ = ["Recorder", "RecordingAMQP", "RecordingTask", "published_data", "task_published", "task_state_updated"]
@@ -62,7 +63,7 @@ class RecordingAMQP(AMQP):
                 custom,
                 float(app.conf.get(timewarp.CONF_KEY) or 1.0),
                 now=self._creation_time(message.headers.get("id")),
-                floor=timewarp.min_delay(app.conf.result_backend),
+                floor=timewarp.min_delay(backend_kind(app.conf.result_backend)),
             )
             queue = kwargs.get("queue")
             exchange = kwargs.get("exchange")

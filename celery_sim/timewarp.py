@@ -99,9 +99,9 @@ class Warp:
         return None if self.eta is None else (self.eta - self.published_at).total_seconds()
 
 
-def min_delay(result_backend: Any) -> float:
-    """The floor of a compressed delay for an app whose ``result_backend`` setting is this."""
-    return DB_MIN_DELAY_S if str(result_backend or "").startswith("db+") else MIN_DELAY_S
+def min_delay(backend_kind: str | None) -> float:
+    """The floor of a compressed delay with a result backend of this kind (see ``brokers.backend_kind``)."""
+    return DB_MIN_DELAY_S if backend_kind == "db" else MIN_DELAY_S
 
 
 def compress_delay(delay: float, scale: float, floor: float = MIN_DELAY_S) -> float:

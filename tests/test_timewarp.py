@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from celery_sim import timewarp
+from celery_sim.brokers import backend_kind
 from celery_sim.harness import Harness
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
@@ -62,8 +63,10 @@ def test_a_delay_never_shrinks_below_the_floor_unless_it_was_shorter() -> None:
 
 
 def test_a_database_result_backend_raises_the_floor() -> None:
-    assert timewarp.min_delay("db+sqlite:///r.sqlite") == timewarp.DB_MIN_DELAY_S > timewarp.MIN_DELAY_S
-    assert timewarp.min_delay("redis://localhost/0") == timewarp.min_delay(None) == timewarp.MIN_DELAY_S
+    assert backend_kind("db+sqlite:///r.sqlite") == "db"
+    assert timewarp.min_delay("db") == timewarp.DB_MIN_DELAY_S > timewarp.MIN_DELAY_S
+    assert backend_kind("redis://localhost/0") is backend_kind(None) is None
+    assert timewarp.min_delay(None) == timewarp.min_delay(backend_kind("rpc://")) == timewarp.MIN_DELAY_S
     message, custom = headers(30, None), {}
     timewarp.apply(message, custom, 0.0001, now=NOW, floor=timewarp.DB_MIN_DELAY_S)
     assert timewarp.parse_time(message["eta"]) == NOW + timedelta(seconds=timewarp.DB_MIN_DELAY_S)

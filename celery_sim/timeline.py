@@ -84,9 +84,12 @@ class Timeline:
         wanted = None if kinds is None else frozenset(kinds)
         with self._cond:
             selected = self._events[since:]
-        return [
-            e for e in selected if (task_id is None or e.task_id == task_id) and (wanted is None or e.kind in wanted)
-        ]
+        # In the order they happened: a worker process's events arrive out of order (its pool
+        # processes send over their own connections; Celery buffers the parent's task events).
+        return sorted(
+            (e for e in selected if (task_id is None or e.task_id == task_id) and (wanted is None or e.kind in wanted)),
+            key=lambda e: e.at,
+        )
 
     def kinds(self, task_id: str) -> list[str]:
         """The kinds of ``task_id``'s events, in order."""

@@ -136,6 +136,10 @@ class UrlBroker(Broker):
                     continue  # rpc://: results travel through the broker, checked above
                 with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
                     conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=math.ceil(timeout))
+            except ImportError as exc:  # a missing client library, not an unreachable broker
+                from .installed import missing_module
+
+                raise missing_module(exc, f"the {role} at {mask_url(url)}") from None
             except Exception as exc:
                 raise BrokerError(
                     f"cannot reach the {role} at {mask_url(url)}: {mask_url(str(exc)) or type(exc).__name__}. "

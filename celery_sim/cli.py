@@ -18,6 +18,7 @@ from .brokers import BROKERS, URL_SCHEMES, mask_url, resolve_broker, validate_re
 from .catalog import default_config, load_catalog
 from .errors import UsageError
 from .harness import WORKER_KINDS, Harness
+from .installed import check_installed
 from .matrix import DEFAULT_REDIS_URL, Column, Matrix, matrix_brokers
 from .namespace import Namespace
 from .process_worker import external_worker_command
@@ -312,6 +313,7 @@ def _execute(
     try:
         scenarios = registry.select(selectors) if selectors else registry.all()
         broker = _choose_broker(broker, real_broker, result_backend, worker)
+        check_installed()
         resolve_broker(broker, result_backend).preflight()
     except UsageError as exc:
         _fail_usage(str(exc))

@@ -6,6 +6,7 @@ __all__ = [
     "BrokerError",
     "CelerySimError",
     "HarnessError",
+    "MissingModuleError",
     "UnknownScenarioError",
     "UsageError",
     "WorkerError",
@@ -22,6 +23,14 @@ class UsageError(CelerySimError):
 
 class BrokerError(UsageError):
     """The broker name or URL is unknown, malformed or unreachable."""
+
+
+class MissingModuleError(UsageError):
+    """A module the run imports is not installed; the message names it and the install command."""
+
+    def __init__(self, message: str, *, module: str) -> None:
+        super().__init__(message)
+        self.module = module
 
 
 class UnknownScenarioError(UsageError):

@@ -12,12 +12,14 @@ import ast
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
 from celery.events.receiver import EventReceiver
 
 from .errors import HarnessError
+from .installed import missing_module
 from .timeline import EventKind, Timeline
 
 __all__ = ["EventRecorder"]
@@ -53,12 +55,12 @@ def _exception_name(text: Any) -> str | None:
 
 
 class _Receiver(EventReceiver):
-    def __init__(self, *args: Any, ready: threading.Event, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_ready: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ready = ready
+        self._on_ready = on_ready
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, wakeup: bool = True, **kw: Any) -> None:
-        self._ready.set()
+        self._on_ready()
 
 
 class EventRecorder:
@@ -70,6 +72,8 @@ class EventRecorder:
         self._names: dict[str, str] = {}
         self._retries: dict[str, int] = {}
         self._ready = threading.Event()
+        #: Set when the receiver is consuming, or when it gave up before it could.
+        self._settled = threading.Event()
         self._stopping = threading.Event()
         self._receiver: _Receiver | None = None
         self._thread: threading.Thread | None = None
@@ -78,9 +82,19 @@ class EventRecorder:
     def start(self, timeout: float) -> None:
         self._thread = threading.Thread(target=self._run, name="csim-events", daemon=True)
         self._thread.start()
-        if not self._ready.wait(timeout):
+        self._settled.wait(timeout)
+        if not self._ready.is_set():
             self.stop(timeout)
-            raise HarnessError(f"the event receiver did not start within {timeout:g}s: {self._error!r}")
+            missing = missing_module(self._error, "the event receiver") if self._error else None
+            if missing is not None:
+                raise missing
+            if self._error is not None:
+                raise HarnessError(f"the event receiver could not start: {self._error!r}")
+            raise HarnessError(f"the event receiver did not start within {timeout:g}s")
+
+    def _consuming(self) -> None:
+        self._ready.set()
+        self._settled.set()
 
     def _run(self) -> None:
         """Consume events until stopped; after a lost connection, connect again (every 0.1 s)."""
@@ -90,7 +104,7 @@ class EventRecorder:
                     # One attempt: kombu's own retries wait 2 s and more, and events sent before
                     # the receiver is bound again are lost (an event queue is not durable).
                     conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, interval_max=1)
-                    self._receiver = _Receiver(conn, handlers={"*": self._on_event}, app=self.app, ready=self._ready)
+                    self._receiver = _Receiver(conn, handlers={"*": self._on_event}, app=self.app, on_ready=self._consuming)
                     if self._stopping.is_set():
                         return
                     self._receiver.capture(limit=None, timeout=None, wakeup=False)
@@ -99,6 +113,7 @@ class EventRecorder:
                 self._error = exc
                 log.debug("event receiver lost its connection: %r", exc)
                 if not self._ready.is_set():
+                    self._settled.set()
                     return
                 self._stopping.wait(0.1)
 

@@ -14,6 +14,7 @@ from typing import Protocol
 from .diagnose import diagnose_pending
 from .errors import CelerySimError
 from .harness import Harness
+from .installed import missing_module
 from .scenario import Check, Context, Scenario, ScenarioResult, SkipScenario, Status, WaitTimeout
 
 __all__ = ["RunObserver", "RunReport", "Runner", "ScenarioCancelled"]
@@ -96,7 +97,8 @@ class _Attempt:
             self.status = Status.TIMEOUT
         except Exception as exc:
             self.status = Status.ERROR
-            self.diagnosis = f"{type(exc).__name__}: {exc}"
+            missing = missing_module(exc, f"scenario {self.ctx.scenario.name}")
+            self.diagnosis = str(missing) if missing else f"{type(exc).__name__}: {exc}"
             log.debug("scenario %s raised\n%s", self.ctx.scenario.name, traceback.format_exc())
         finally:
             try:
@@ -159,10 +161,11 @@ class Runner:
                 except Exception as exc:
                     # Starting again would fail the same way, once per scenario (no worker, no
                     # broker): report it once and skip the rest.
+                    why = missing_module(exc, "the harness") or exc
                     self._finish(
                         report,
                         ScenarioResult(
-                            item.name, item.summary, Status.ERROR, 0.0, diagnosis=f"harness did not start: {exc}"
+                            item.name, item.summary, Status.ERROR, 0.0, diagnosis=f"harness did not start: {why}"
                         ),
                     )
                     for rest in scenarios[index + 1 :]:

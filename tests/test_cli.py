@@ -136,3 +136,31 @@ def test_worker_command_prints_a_runnable_command_with_the_password_masked() -> 
         "CSIM_BROKER_URL='amqp://admin:***@rabbit:5672//' CSIM_RUN_ID=team1 celery -A celery_sim.worker_app "
         "worker -E -Q csim-team1.default,csim-team1.secretflow_queue,csim-team1.web_queue -n worker1@%h"
     )
+
+
+def _run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a fresh interpreter where importing ``module`` fails, as on an install that lacks it."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv = ['celery-sim', *{list(args)!r}]; "
+        "from celery_sim.cli import main; main()"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["complete"],
+        ["run", "time.soft_limit"],
+        ["run", "calling.delay", "--real-broker", "redis://:hunter2@127.0.0.1:6379/0"],
+    ],
+    ids=["complete on memory", "a prefork scenario", "a real Redis"],
+)
+def test_a_missing_module_is_named_with_its_install_command_and_exits_2(args: list[str]) -> None:
+    completed = _run_without("packaging", *args)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == EXIT_USAGE, output
+    assert "Python module 'packaging' is not installed" in output
+    assert "pip install packaging" in output
+    assert "cannot reach" not in output
+    assert "hunter2" not in output

@@ -27,9 +27,13 @@ def test_readme_has_exactly_two_setup_commands_run_and_test() -> None:
     assert commands[1].endswith("python -m pytest")
 
 
-def test_ci_runs_the_readme_test_command_with_real_brokers_required() -> None:
+def test_ci_runs_both_readme_commands_in_order_each_in_a_fresh_venv_with_real_brokers_required() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert setup_commands()[1] in ci
+    plain, tests = setup_commands()
+    assert plain in ci and tests in ci
+    assert ci.index(plain) < ci.index(tests), "the plain install runs first, before the test extras arrive"
+    before_plain, between = ci[: ci.index(plain)], ci[ci.index(plain) + len(plain) : ci.index(tests)]
+    assert "rm -rf .venv" in before_plain and "rm -rf .venv" in between, "each command gets a fresh venv"
     assert "export CELERY_SIM_REQUIRE_BROKERS=1" in ci
 
 

@@ -104,7 +104,9 @@ class EventRecorder:
                     # One attempt: kombu's own retries wait 2 s and more, and events sent before
                     # the receiver is bound again are lost (an event queue is not durable).
                     conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, interval_max=1)
-                    self._receiver = _Receiver(conn, handlers={"*": self._on_event}, app=self.app, on_ready=self._consuming)
+                    self._receiver = _Receiver(
+                        conn, handlers={"*": self._on_event}, app=self.app, on_ready=self._consuming
+                    )
                     if self._stopping.is_set():
                         return
                     self._receiver.capture(limit=None, timeout=None, wakeup=False)

@@ -37,6 +37,6 @@ def test_check_installed_names_the_module_that_does_not_import() -> None:
 def test_the_event_receiver_reports_a_refused_connection_instead_of_waiting_out_its_timeout() -> None:
     app = Celery("csim-refused", broker="redis://127.0.0.1:1/0", set_as_current=False)
     recorder = EventRecorder(app, Timeline())
-    with pytest.raises(HarnessError, match="could not start: .*(Connection|refused)"):
+    with pytest.raises(HarnessError, match=r"could not start: .*(Connection|refused)"):
         recorder.start(timeout=30.0)
     app.close()

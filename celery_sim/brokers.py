@@ -139,7 +139,7 @@ class UrlBroker(Broker):
             except ImportError as exc:  # a missing client library, not an unreachable broker
                 from .installed import missing_module
 
-                raise missing_module(exc, f"the {role} at {mask_url(url)}") from None
+                raise (missing_module(exc, f"the {role} at {mask_url(url)}") or exc) from None
             except Exception as exc:
                 raise BrokerError(
                     f"cannot reach the {role} at {mask_url(url)}: {mask_url(str(exc)) or type(exc).__name__}. "

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ from celery_sim.catalog import default_config
 from celery_sim.embedded import memory, results
 from celery_sim.errors import HarnessError, WorkerError
 from celery_sim.harness import Harness
-from celery_sim.worker import EmbeddedWorker
+from celery_sim.worker import EmbeddedWorker, PromptTimer
 from demos.calling.tasks import add
 from demos.routing.tasks import nightly_export
 
@@ -38,7 +39,8 @@ def test_stop_releases_threads_broker_state_results_and_current_app() -> None:
     h.stop()
     assert _tls.current_app is previous
     assert memory.live_vhosts() == [] and results.live_stores() == []
-    assert not any(t.name.startswith("csim-") for t in threading.enumerate())
+    # csim-spawner lives as long as the process, by design (see celery_sim/spawn.py).
+    assert not any(t.name.startswith("csim-") and t.name != "csim-spawner" for t in threading.enumerate())
     assert not h.running
 
 
@@ -47,6 +49,32 @@ def test_stop_twice_is_harmless() -> None:
     h.start()
     h.stop()
     h.stop()
+    assert not h.running
+    assert memory.live_vhosts() == [] and results.live_stores() == []
+    with pytest.raises(HarnessError, match="not running"):
+        _ = h.app
+
+
+def test_a_clean_stop_logs_nothing_even_after_etas_and_retries(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="celery_sim"), Harness(default_config()) as h:
+        assert add.apply_async((1, 2), countdown=0.01).get(timeout=5) == 3
+        add.apply_async((1, 2), countdown=60)  # still scheduled when the harness stops
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("celery_sim")] == []
+    assert not h.running
+
+
+def test_the_worker_timer_stops_without_waiting_for_its_next_entry() -> None:
+    # Celery's own Timer sleeps up to 1 s (worker_timer_precision) towards its next entry and
+    # is not woken by stop(); a stop after any ETA task took ~1 s.
+    timer = PromptTimer(max_interval=1.0)
+    started = threading.Event()
+    timer.call_after(0.0, started.set)  # run by the timer thread once it is in its loop
+    timer.call_after(60.0, lambda: None)
+    assert started.wait(5.0)
+    stopper = threading.Thread(target=timer.stop)
+    stopper.start()
+    stopper.join(0.5)  # Celery's Timer: still asleep here (0.5 s < the 1 s sleep)
+    assert not stopper.is_alive() and not timer.is_alive()
 
 
 def test_a_harness_cannot_be_started_twice(harness: Harness) -> None:

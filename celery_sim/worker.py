@@ -37,11 +37,12 @@ class PromptTimer(timer2.Timer):
         self._stopping = threading.Event()
 
     def run(self) -> None:
+        timer: Any = self  # Celery's Timer internals, absent from the type stubs
         try:
             self.running = True
-            self.scheduler = iter(self.schedule)
+            timer.scheduler = iter(timer.schedule)
             while not self._stopping.is_set():
-                delay = self._next_entry()
+                delay = timer._next_entry()
                 if delay:
                     if self.on_tick:
                         self.on_tick(delay)
@@ -51,10 +52,11 @@ class PromptTimer(timer2.Timer):
 
     def stop(self) -> None:
         self._stopping.set()
-        with self.not_empty:
-            self.not_empty.notify_all()
+        timer: Any = self
+        with timer.not_empty:
+            timer.not_empty.notify_all()
         if self.running:
-            self.join(timer2.THREAD_TIMEOUT_MAX)
+            self.join(timer2.THREAD_TIMEOUT_MAX)  # type: ignore[attr-defined]
             self.running = False
 
 

@@ -103,7 +103,7 @@ class _Handler(TCPFakeRequestHandler):
         # when the client's buffer is full, a large reply is cut short (BlockingIOError) and the
         # client waits forever for the rest. Replies go through an outbox instead (see _Outbox).
         self.outbox = _Outbox(self.connection)
-        self.writer.write = self.outbox.write  # type: ignore[method-assign]
+        self.writer.write = self.outbox.write  # type: ignore[method-assign,assignment]
 
     def handle(self) -> None:
         client = self.current_client

@@ -2,17 +2,64 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
 
-from .timeline import TASK_END_KINDS, Event
+from .timeline import ATTEMPT_END_KINDS, TASK_END_KINDS, Event, Timeline
 
 if TYPE_CHECKING:
     from .harness import Harness
 
-__all__ = ["diagnose_pending", "diagnose_task"]
+__all__ = ["diagnose_pending", "diagnose_result", "diagnose_task", "members"]
+
+
+def members(result: Any) -> list[Any]:
+    """``result`` and every result it waits on: a group's members, a chain's or chord's parents."""
+    found: list[Any] = []
+    stack = [result]
+    seen: set[str] = set()
+    while stack:
+        current = stack.pop()
+        if current is None or current.id in seen:
+            continue
+        seen.add(current.id)
+        found.append(current)
+        stack.extend(getattr(current, "results", None) or [])
+        stack.append(getattr(current, "parent", None))
+    return found
+
+
+def diagnose_result(harness: Harness, result: Any) -> str:
+    """Why ``result`` (a task's, a group's, a chain's or a chord's) is not ready, named by its members.
+
+    A group is pending on the members that are; a chain step or a chord callback is not published
+    until what it waits on has finished, so it is diagnosed by that (the previous step, or the
+    header results still missing).
+    """
+    children = getattr(result, "results", None)
+    if children is not None:  # a group
+        waiting = [child for child in children if not child.ready()]
+        if not waiting:
+            return f"every member of group {result.id} is ready, but the caller did not get the group's result"
+        texts = [diagnose_result(harness, child) for child in waiting]
+        return f"group {result.id}: {len(waiting)} of {len(children)} member(s) not ready: " + "; ".join(texts)
+    if harness.timeline.first(result.id, "published") is not None:
+        return diagnose_task(harness, result.id)
+    parent = getattr(result, "parent", None)
+    if parent is None:
+        return diagnose_task(harness, result.id)
+    header = getattr(parent, "results", None)
+    if header is not None:
+        done = sum(1 for child in header if child.ready())
+        return (
+            f"the chord callback {result.id} is not published yet: it waits for {len(header) - done} of "
+            f"{len(header)} header result(s); " + diagnose_result(harness, parent)
+        )
+    return f"chain step {result.id} is not published yet: it waits for the step before it; " + diagnose_result(
+        harness, parent
+    )
 
 
 def diagnose_task(harness: Harness, task_id: str) -> str:
@@ -59,7 +106,12 @@ def diagnose_task(harness: Harness, task_id: str) -> str:
         eta = last.data.get("eta")
         if eta:
             return f"worker {last.hostname} holds {name!r} until its ETA {eta}"
-        return f"worker {last.hostname} received {name!r} but has not started it: all pool slots busy, or rate-limited"
+        running = _running_on(timeline, last.hostname)
+        busy = f" (running: {', '.join(running)})" if running else ""
+        return (
+            f"worker {last.hostname} received {name!r} but has not started it: all pool slots busy{busy}, "
+            "or rate-limited"
+        )
     if last.kind in ("started", "progress"):
         started = next(e for e in events if e.kind == "started")
         running_for = timeline.now() - started.at
@@ -69,6 +121,19 @@ def diagnose_task(harness: Harness, task_id: str) -> str:
     if last.kind == "published":
         return f"{name!r} was re-published (retry or ETA) to {logical!r} and not yet taken"
     return f"{name!r} ended ({last.kind}) on {last.hostname}, but the caller did not get its result from the backend"
+
+
+def _running_on(timeline: Timeline, hostname: str | None) -> list[str]:
+    """``'name' id`` of each task started on ``hostname`` and not yet ended there."""
+    running: dict[str, str] = {}
+    for event in timeline.events():
+        if event.hostname != hostname:
+            continue
+        if event.kind == "started":
+            running[event.task_id] = f"{event.name!r} {event.task_id}"
+        elif event.kind in ATTEMPT_END_KINDS:
+            running.pop(event.task_id, None)
+    return list(running.values())
 
 
 def _stale_state(harness: Harness, task_id: str, events: list[Event]) -> str | None:

@@ -218,14 +218,14 @@ class Context:
 
     def guard(self, result: AsyncResult[Any], timeout: float | None = None, propagate: bool = True) -> Guarded:
         """Like :meth:`wait`, but a timeout is returned as a diagnosis instead of raised."""
-        from .diagnose import diagnose_task
+        from .diagnose import diagnose_result
 
         limit = self.remaining() if timeout is None else min(timeout, self.remaining())
         started = monotonic()
         try:
             value = result.get(timeout=limit, propagate=propagate, interval=0.05)
         except CeleryTimeoutError:
-            return Guarded(diagnosis=diagnose_task(self.harness, result.id), waited_s=monotonic() - started)
+            return Guarded(diagnosis=diagnose_result(self.harness, result), waited_s=monotonic() - started)
         except BaseException:
             self._settle_all(result)
             raise
@@ -233,8 +233,12 @@ class Context:
         return Guarded(value=value, waited_s=monotonic() - started)
 
     def _settle_all(self, result: AsyncResult[Any]) -> None:
-        """:meth:`_settle` the task of ``result``, or each member of a group result."""
-        for member in getattr(result, "results", None) or [result]:
+        """:meth:`_settle` the task of ``result`` and of every result it waited on (group members,
+        the earlier steps of a chain, a chord's header): a worker process's events for them can
+        arrive after the last one's."""
+        from .diagnose import members
+
+        for member in members(result):
             self._settle(member.id)
 
     def _settle(self, task_id: str) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from typing import Any
 
-from celery import Celery
+import pytest
+from celery import Celery, chain, chord, group
 
 from celery_sim.catalog import default_config
-from celery_sim.diagnose import diagnose_pending, diagnose_task
+from celery_sim.diagnose import diagnose_pending, diagnose_result, diagnose_task
 from celery_sim.harness import Harness
 from celery_sim.namespace import Namespace
 from demos.calling.tasks import add
@@ -89,3 +92,100 @@ def test_a_task_the_worker_ended_but_the_backend_says_retry(harness: Harness) ->
     )
     assert diagnose_task(harness, result.id).startswith(expected)
     assert (diagnose_pending(harness, mark) or "").startswith(expected)
+
+
+@pytest.fixture
+def holding() -> Iterator[tuple[Harness, threading.Event]]:
+    """A harness with task ``test.hold(value)``, which returns ``value`` once the event is set."""
+    release = threading.Event()
+    demo_configure = default_config().configure
+    assert demo_configure is not None
+
+    def configure(app: Celery, ns: Namespace) -> None:
+        demo_configure(app, ns)
+
+        def hold(value: int) -> int:
+            release.wait(10)
+            return value
+
+        app.task(name="test.hold", shared=False)(hold)
+
+    with Harness(default_config(configure=configure)) as h:
+        try:
+            yield h, release
+        finally:
+            release.set()
+
+
+def _started(h: Harness, result: Any) -> None:
+    assert h.timeline.wait_for(lambda e: e.task_id == result.id and e.kind == "started", timeout=5)
+
+
+def test_a_group_cut_short_is_diagnosed_by_its_pending_member(holding: tuple[Harness, threading.Event]) -> None:
+    h, release = holding
+    hold, quick = h.app.tasks["test.hold"], h.app.tasks["demos.canvas.double"]
+    result = group(hold.s(1), quick.s(2))()
+    _started(h, result.results[0])
+    result.results[1].get(timeout=5)
+    text = diagnose_result(h, result)
+    assert text.startswith(f"group {result.id}: 1 of 2 member(s) not ready: 'test.hold' is still running on main@")
+    release.set()
+    assert result.get(timeout=5) == [1, 4]
+
+
+def test_a_chain_cut_short_names_the_step_it_waits_for(holding: tuple[Harness, threading.Event]) -> None:
+    h, release = holding
+    result = chain(h.app.tasks["test.hold"].s(3), h.app.tasks["demos.canvas.double"].s())()
+    assert result.parent is not None
+    _started(h, result.parent)
+    text = diagnose_result(h, result)
+    assert text.startswith(f"chain step {result.id} is not published yet: it waits for the step before it; ")
+    assert "'test.hold' is still running on main@" in text
+    assert "never published" not in text
+    release.set()
+    assert result.get(timeout=5) == 6
+
+
+def test_a_chord_cut_short_counts_the_header_results_its_callback_waits_for(
+    holding: tuple[Harness, threading.Event],
+) -> None:
+    h, release = holding
+    hold, quick = h.app.tasks["test.hold"], h.app.tasks["demos.canvas.double"]
+    result = chord([hold.s(1), quick.s(2), quick.s(3)])(h.app.tasks["demos.canvas.collect"].s())
+    header = result.parent
+    assert header is not None
+    _started(h, header.results[0])
+    header.results[1].get(timeout=5)
+    header.results[2].get(timeout=5)
+    text = diagnose_result(h, result)
+    assert text.startswith(f"the chord callback {result.id} is not published yet: it waits for 1 of 3 header result(s)")
+    assert "'test.hold' is still running on main@" in text
+    release.set()
+    assert result.get(timeout=5) == [1, 4, 6]
+
+
+def test_a_task_queued_behind_busy_slots_names_what_occupies_them() -> None:
+    release = threading.Event()
+    demo_configure = default_config().configure
+    assert demo_configure is not None
+
+    def configure(app: Celery, ns: Namespace) -> None:
+        demo_configure(app, ns)
+
+        def hold() -> None:
+            release.wait(10)
+
+        app.task(name="test.hold", shared=False)(hold)
+
+    with Harness(default_config(configure=configure, concurrency=1)) as h:
+        try:
+            first = h.app.tasks["test.hold"].delay()
+            _started(h, first)
+            second = h.app.tasks["demos.calling.add"].delay(1, 1)
+            h.timeline.wait_for(lambda e: e.task_id == second.id and e.kind == "received", timeout=5)
+            text = diagnose_task(h, second.id)
+            assert "has not started it: all pool slots busy" in text
+            assert f"running: 'test.hold' {first.id}" in text
+        finally:
+            release.set()
+        second.get(timeout=5)

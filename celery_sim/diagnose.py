@@ -12,7 +12,7 @@ from .timeline import ATTEMPT_END_KINDS, TASK_END_KINDS, Event, Timeline
 if TYPE_CHECKING:
     from .harness import Harness
 
-__all__ = ["diagnose_pending", "diagnose_result", "diagnose_task", "members"]
+__all__ = ["diagnose_pending", "diagnose_result", "diagnose_task", "members", "stale_state"]
 
 
 def members(result: Any) -> list[Any]:
@@ -85,7 +85,7 @@ def diagnose_task(harness: Harness, task_id: str) -> str:
             f"unregistered task: worker {last.hostname} received {name!r} but has no task by that name and "
             "discarded the message; import the task's module in the worker (include=...) or fix the name"
         )
-    stale = _stale_state(harness, task_id, events)
+    stale = stale_state(harness, task_id, events)
     if stale:
         return stale
     if "rejected" in kinds:
@@ -136,7 +136,7 @@ def _running_on(timeline: Timeline, hostname: str | None) -> list[str]:
     return list(running.values())
 
 
-def _stale_state(harness: Harness, task_id: str, events: list[Event]) -> str | None:
+def stale_state(harness: Harness, task_id: str, events: list[Event]) -> str | None:
     """Why a task the worker ended still reads as not ready in the result backend, if it does."""
     ended = next((e for e in reversed(events) if e.kind in ("succeeded", "failed")), None)
     if ended is None:
@@ -169,5 +169,5 @@ def diagnose_pending(harness: Harness, since: int) -> str | None:
             pending.pop(event.task_id, None)
             ended[event.task_id] = None
     found = [diagnose_task(harness, task_id) for task_id in pending]
-    found += [text for task_id in ended if (text := _stale_state(harness, task_id, timeline.events(task_id)))]
+    found += [text for task_id in ended if (text := stale_state(harness, task_id, timeline.events(task_id)))]
     return "; ".join(found) or None

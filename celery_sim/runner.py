@@ -15,7 +15,7 @@ from .diagnose import diagnose_pending
 from .errors import CelerySimError
 from .harness import Harness
 from .installed import missing_module
-from .scenario import Check, Context, Scenario, ScenarioResult, SkipScenario, Status, WaitTimeout
+from .scenario import Check, Context, Scenario, ScenarioResult, SkipScenario, Status, StoredStateRace, WaitTimeout
 
 __all__ = ["RunObserver", "RunReport", "Runner", "ScenarioCancelled"]
 
@@ -93,6 +93,9 @@ class _Attempt:
             self.status, self.diagnosis = Status.SKIPPED, str(exc)
         except WaitTimeout as exc:
             self.status, self.diagnosis = Status.TIMEOUT, exc.diagnosis
+        except StoredStateRace as exc:  # a failed check (recorded here), not a timeout
+            self.ctx.race_found(exc)
+            self.status, self.diagnosis = Status.PASSED, str(exc)
         except ScenarioCancelled:
             self.status = Status.TIMEOUT
         except Exception as exc:

@@ -34,6 +34,7 @@ __all__ = [
     "ScenarioResult",
     "SkipScenario",
     "Status",
+    "StoredStateRace",
     "WaitTimeout",
     "scenario",
 ]
@@ -115,6 +116,15 @@ class SkipScenario(CelerySimError):
     """Raised by a scenario that cannot run here; the reason is shown to the user."""
 
 
+class StoredStateRace(CelerySimError):
+    """A task ended on its worker, but an earlier attempt's late write replaced its stored state."""
+
+    def __init__(self, diagnosis: str, task_id: str, state: str) -> None:
+        super().__init__(diagnosis)
+        self.task_id = task_id
+        self.state = state
+
+
 class WaitTimeout(CelerySimError):
     """A bounded wait ended before the task did; ``diagnosis`` says why it was stuck."""
 
@@ -130,11 +140,16 @@ class Guarded:
     value: Any = None
     diagnosis: str | None = None
     waited_s: float = 0.0
+    #: The task ended, but the result backend holds an earlier attempt's state (a Celery race).
+    race: bool = False
 
     @property
     def timed_out(self) -> bool:
         return self.diagnosis is not None
 
+
+#: How long one get() waits before the guard looks for a stored-state race.
+_GET_SLICE_S = 0.5
 
 #: Ends of an attempt that ran: each has a ``started`` before it.
 RAN_KINDS = ("succeeded", "failed", "retried")
@@ -199,6 +214,8 @@ class Context:
     def wait(self, result: AsyncResult[Any], timeout: float | None = None, propagate: bool = True) -> Any:
         """``result.get()`` bounded by ``timeout`` and the deadline; raises :class:`WaitTimeout` with a diagnosis."""
         guarded = self.guard(result, timeout, propagate=propagate)
+        if guarded.race:
+            raise StoredStateRace(guarded.diagnosis or "", result.id, result.state)
         if guarded.diagnosis is not None:
             raise WaitTimeout(guarded.diagnosis)
         return guarded.value
@@ -213,22 +230,46 @@ class Context:
             return "SUCCESS", self.wait(result)
         except WaitTimeout:
             raise
+        except StoredStateRace as exc:
+            self.race_found(exc)
+            return exc.state, exc
         except Exception as exc:
             return result.state, exc
 
+    def race_found(self, race: StoredStateRace) -> None:
+        """Record the race as the failed check it is (Celery's finding, not a timeout)."""
+        self.check(
+            f"the result backend keeps the final state of {race.task_id}",
+            "the state of the attempt that ended last",
+            f"{race.state}: {race}",
+            passed=False,
+        )
+
     def guard(self, result: AsyncResult[Any], timeout: float | None = None, propagate: bool = True) -> Guarded:
         """Like :meth:`wait`, but a timeout is returned as a diagnosis instead of raised."""
-        from .diagnose import diagnose_result
+        from .diagnose import diagnose_result, stale_state
 
         limit = self.remaining() if timeout is None else min(timeout, self.remaining())
         started = monotonic()
-        try:
-            value = result.get(timeout=limit, propagate=propagate, interval=0.05)
-        except CeleryTimeoutError:
-            return Guarded(diagnosis=diagnose_result(self.harness, result), waited_s=monotonic() - started)
-        except BaseException:
-            self._settle_all(result)
-            raise
+        deadline = started + limit
+        while True:
+            try:
+                # In slices: a task the worker ended whose stored state an earlier attempt's late
+                # write replaced (Celery's RETRY-after-FAILURE race) would keep get() waiting to
+                # the deadline; it is reported as what it is as soon as it is seen.
+                value = result.get(
+                    timeout=min(_GET_SLICE_S, max(0.0, deadline - monotonic())), propagate=propagate, interval=0.05
+                )
+                break
+            except CeleryTimeoutError:
+                race = stale_state(self.harness, result.id, self.timeline.events(result.id))
+                if race is not None:
+                    return Guarded(diagnosis=race, waited_s=monotonic() - started, race=True)
+                if monotonic() >= deadline:
+                    return Guarded(diagnosis=diagnose_result(self.harness, result), waited_s=monotonic() - started)
+            except BaseException:
+                self._settle_all(result)
+                raise
         self._settle_all(result)
         return Guarded(value=value, waited_s=monotonic() - started)
 

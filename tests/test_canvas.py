@@ -97,3 +97,13 @@ def test_the_timeline_shows_the_chord_header_before_its_callback() -> None:
     assert len(header) == 3
     assert callback.index("█") >= max(line.rindex("█") for line in header)
     assert min(line.index("█") for line in header) < callback.index("█")
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_the_group_asks_only_for_the_overlap_the_pool_can_give(concurrency: int) -> None:
+    [result] = (
+        Runner(lambda: Harness(default_config(concurrency=concurrency))).run(CATALOG.select(["canvas.group"])).results
+    )
+    assert result.status is Status.PASSED, [c for c in result.checks if not c.passed] or result.diagnosis
+    [at_once] = [c for c in result.checks if c.name.startswith("most members running at once")]
+    assert at_once.expected == min(concurrency, 3)

@@ -85,15 +85,13 @@ def group_scenario(ctx: Context) -> None:
     # little on a loaded 2-core machine).
     result = group(add.s(2, 2, work_s=0.3), add.s(4, 4, work_s=0.3), add.s(8, 8, work_s=0.3))()
     ctx.check("results in the group's order", [4, 8, 16], ctx.wait(result))
-    spans = [ctx.timeline.span(child.id) for child in result.results]
-    starts = [s[0] for s in spans if s]
-    ends = [s[1] for s in spans if s]
-    overlapped = len(starts) == 3 and max(starts) < min(ends)
+    spans = [span for child in result.results if (span := ctx.timeline.span(child.id))]
     concurrency = ctx.harness.main_concurrency
+    # What the pool can do: as many members at once as it has slots (one slot: one at a time).
     ctx.check(
-        f"members ran at the same time (worker concurrency {concurrency})",
-        concurrency > 1,
-        overlapped,
+        f"most members running at once: min(worker concurrency {concurrency}, 3 members)",
+        min(concurrency, 3),
+        _most_at_once(spans) if len(spans) == 3 else f"{len(spans)} of 3 members ran",
     )
     hosts = {ctx.ran_on(child.id) for child in result.results}
     ctx.check(
@@ -102,6 +100,16 @@ def group_scenario(ctx: Context) -> None:
         sorted(h or "?" for h in hosts),
         passed=hosts <= set(ctx.harness.main_hostnames),
     )
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The largest number of ``(start, end)`` spans that were open at one moment."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = running = 0
+    for _, step in edges:  # an end sorts before a start at the same instant: back-to-back is not overlap
+        running += step
+        most = max(most, running)
+    return most
 
 
 UNLOCK_TASK = "celery.chord_unlock task polling the header"

@@ -8,6 +8,7 @@ read the countdowns Celery scheduled from the retry messages (the timeline keeps
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from celery.exceptions import MaxRetriesExceededError
 from celery.result import AsyncResult
@@ -29,8 +30,26 @@ from demos.retries.tasks import (
     sync_inventory,
 )
 
+#: The queue of the one-slot worker each scenario here starts (see _send).
+RETRIES_QUEUE = "retries"
+
 #: One second of a retry policy takes one millisecond.
 SCALE = 0.001
+
+
+def _send(ctx: Context, task: Any, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
+    """``task.delay(*args, **kwargs)``, consumed by this scenario's worker with one pool slot.
+
+    Celery marks an attempt RETRY just *after* it publishes the retry; with a free second slot and
+    a compressed countdown the retry can end first, and the late RETRY then replaces its FAILURE
+    (a real Celery race, measured on a loaded machine; see the README). With one slot the retry
+    waits until the attempt that sent it has finished writing, whatever the load: the order of
+    states these scenarios are about. Retries go back to the queue the task came from.
+    """
+    queue = ctx.queue(RETRIES_QUEUE)
+    if not any(queue in w.queues for w in ctx.harness.workers):
+        ctx.start_worker([RETRIES_QUEUE], name="retries", concurrency=1)
+    return task.apply_async(args, kwargs, queue=queue)
 
 
 def _rounded(countdowns: list[float | None]) -> list[float | None]:
@@ -58,7 +77,7 @@ def _waits_honoured(ctx: Context, task_id: str) -> tuple[bool, list[str]]:
 )
 def manual(ctx: Context) -> None:
     with ctx.time_scale(SCALE):
-        result = fetch_page.delay("https://example.com", failures=2)
+        result = _send(ctx, fetch_page, "https://example.com", failures=2)
     states = ctx.watch(result)
     # PENDING is seen only if the caller reads before the first attempt ends (not on every broker).
     ctx.check(
@@ -81,8 +100,8 @@ def manual(ctx: Context) -> None:
 )
 def autoretry(ctx: Context) -> None:
     with ctx.time_scale(SCALE):
-        failing = sync_inventory.delay("store-7", failures=99)
-        recovering = sync_inventory.delay("store-8", failures=1)
+        failing = _send(ctx, sync_inventory, "store-7", failures=99)
+        recovering = _send(ctx, sync_inventory, "store-8", failures=1)
     state, raised = ctx.outcome(failing)
     ctx.check("final state once retries run out", "FAILURE", state)
     ctx.check(
@@ -104,7 +123,7 @@ def autoretry(ctx: Context) -> None:
 )
 def backoff(ctx: Context) -> None:
     with ctx.time_scale(SCALE):
-        plain = call_api.delay("/orders")
+        plain = _send(ctx, call_api, "/orders")
     ctx.outcome(plain)
     ctx.check(
         "retry_backoff=2, backoff_max=20, no jitter: min(20, 2 * 2**n)",
@@ -113,7 +132,7 @@ def backoff(ctx: Context) -> None:
     )
     # Defaults: factor 1 s, cap 600 s; up to 600 s per retry, so a stronger compression.
     with ctx.time_scale(SCALE / 10):
-        jittered = call_api_jittered.delay("/orders")
+        jittered = _send(ctx, call_api_jittered, "/orders")
     state, raised = ctx.outcome(jittered)
     caps = [min(600, 2**n) for n in range(10)]
     # A jittered countdown of 0 is sent with no ETA at all (Celery drops a zero countdown).
@@ -141,9 +160,9 @@ def backoff(ctx: Context) -> None:
 )
 def selective(ctx: Context) -> None:
     with ctx.time_scale(SCALE):
-        network = run_ai_task.delay("summarise", failure="network")
-        bad_input = run_ai_task.delay("", failure="bad_input")
-        other = run_ai_task.delay("translate", failure="other")
+        network = _send(ctx, run_ai_task, "summarise", failure="network")
+        bad_input = _send(ctx, run_ai_task, "", failure="bad_input")
+        other = _send(ctx, run_ai_task, "translate", failure="other")
     ctx.check("network errors are retried, then it succeeds", "answer to 'summarise'", ctx.wait(network))
     ctx.check("network retries back off: 2**retries s", [1.0, 2.0], _rounded(ctx.timeline.countdowns(network.id)))
     state, raised = ctx.outcome(bad_input)
@@ -171,14 +190,14 @@ def selective(ctx: Context) -> None:
 )
 def max_exceeded(ctx: Context) -> None:
     with ctx.time_scale(SCALE):
-        default = poll_default.delay()
-        with_exc = poll_with_exc.delay()
-        forever = poll_forever.delay(failures=7)
+        default = _send(ctx, poll_default)
+        with_exc = _send(ctx, poll_with_exc)
+        forever = _send(ctx, poll_forever, failures=7)
     # The story needs the retry to come after the first attempt has stored its SUCCESS: its 60 s
     # countdown becomes 0.3 s here (at 0.06 s, a first attempt on db+sqlite, waiting for the
     # database while the other tasks wrote, stored its SUCCESS after the retry's).
     with ctx.time_scale(0.005):
-        no_throw = retry_no_throw.delay()
+        no_throw = _send(ctx, retry_no_throw)
     state, raised = ctx.outcome(default)
     ctx.check(
         "retry() without exc: MaxRetriesExceededError once retries run out",
@@ -217,8 +236,8 @@ def max_exceeded(ctx: Context) -> None:
 def idempotent(ctx: Context) -> None:
     unsafe_order, safe_order = f"order-{uuid.uuid4().hex[:6]}", f"order-{uuid.uuid4().hex[:6]}"
     with ctx.time_scale(SCALE):
-        unsafe = charge_unsafe.delay(unsafe_order)
-        safe = charge_once.delay(safe_order, idempotency_key=f"charge-{safe_order}")
+        unsafe = _send(ctx, charge_unsafe, unsafe_order)
+        safe = _send(ctx, charge_once, safe_order, idempotency_key=f"charge-{safe_order}")
     ctx.check(
         "without a key: the task succeeds after one retry", f"{unsafe_order}: charged, receipt sent", ctx.wait(unsafe)
     )

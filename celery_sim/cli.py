@@ -139,7 +139,18 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         is_flag=True,
         help="After the table, draw each scenario's tasks on a time axis (queued, running).",
     )
-    @click.option("-v", "--verbose", count=True, help="Show Celery's log (-v warnings, -vv debug) on stderr.")
+    @click.option(
+        "--checks",
+        "checks",
+        type=click.Choice(["failed", "all"]),
+        default="failed",
+        show_default=True,
+        help="At the end, show the failing checks of each scenario that did not pass (failed), "
+        "or the table of every check (all; also with -v).",
+    )
+    @click.option(
+        "-v", "--verbose", count=True, help="Show Celery's log (-v warnings, -vv debug) on stderr, and every check."
+    )
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:
         return fn(**kwargs)
@@ -166,10 +177,15 @@ def complete(**options: Any) -> None:
 
 
 @cli.command("run")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
 @run_options
 def run_command(names: Sequence[str], **options: Any) -> None:
     """Run the scenarios or families NAMES (e.g. `calling`, `routing.unconsumed_queue`)."""
+    if not names:
+        _fail_usage(
+            "name at least one scenario or family, e.g. `run calling routing.unconsumed_queue`; "
+            "`python -m celery_sim list` shows them all (or run them all with `complete`)"
+        )
     _execute(list(names), **options)
 
 
@@ -306,6 +322,7 @@ def _execute(
     concurrency: int,
     json_path: Path | None,
     show_timeline: bool,
+    checks: str,
     verbose: int,
 ) -> None:
     _setup_logging(verbose)
@@ -333,7 +350,7 @@ def _execute(
         sys.exit(EXIT_INTERRUPTED)
     finally:
         reporter.close()
-    render_report(console, report)
+    render_report(console, report, all_checks=checks == "all" or verbose > 0)
     if show_timeline:
         for result in report.results:
             render_timeline(console, result)

@@ -249,6 +249,13 @@ class Harness:
         return mask_url(self._endpoints.broker_url if self._endpoints else self.config.broker)
 
     @property
+    def result_backend_label(self) -> str:
+        """The result backend as it may be shown to a user (no password)."""
+        if self.broker.embedded:
+            return f"{self.broker.name} (embedded)"
+        return mask_url(self.config.result_backend or str(getattr(self.broker, "result_backend", "")))
+
+    @property
     def backend_kind(self) -> str | None:
         """ "rpc" or "db" when the result backend was chosen so (see :func:`~celery_sim.brokers.backend_kind`)."""
         return backend_kind(self.config.result_backend)

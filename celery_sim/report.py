@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -31,11 +32,6 @@ STYLE = {
     Status.SKIPPED: ("-", "dim"),
     Status.ERROR: ("!", "red"),
 }
-
-
-def _short(value: Any, width: int = 60) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 #: How a broker's declared difference is introduced wherever it is shown.
@@ -71,9 +67,10 @@ class LiveReporter:
         self._bars: dict[str, TaskID] = {}
         self._lock = threading.Lock()
 
-    def run_started(self, scenarios: Sequence[Scenario], broker: str) -> None:
+    def run_started(self, scenarios: Sequence[Scenario], report: RunReport) -> None:
         self.console.print(
-            f"[bold]celery_sim[/] running {len(scenarios)} scenario(s) on broker [cyan]{escape(broker)}[/]"
+            f"[bold]celery_sim[/] running {len(scenarios)} scenario(s): broker [cyan]{escape(report.broker)}[/], "
+            f"results [cyan]{escape(report.result_backend)}[/], worker [cyan]{escape(report.worker)}[/]"
         )
         self._progress.start()
         self._overall = self._progress.add_task("scenarios", total=len(scenarios))
@@ -108,8 +105,43 @@ class LiveReporter:
         self._progress.stop()
 
 
-def render_report(console: Console, report: RunReport) -> None:
-    """The final table (a heading row per scenario, a row per check) and the summary line."""
+def render_report(console: Console, report: RunReport, *, all_checks: bool = False) -> None:
+    """What a run ends with: every scenario that did not pass, with its failing checks in full and
+    its diagnosis, then one summary line naming them. ``all_checks``: the table of every check."""
+    if all_checks:
+        _render_table(console, report)
+    failing = report.not_passed()
+    if failing and not all_checks:
+        console.print()
+        console.print(f"[bold]Did not pass ({len(failing)}):[/]")
+        for result in failing:
+            _render_failure(console, result)
+    _render_summary(console, report)
+
+
+def _render_failure(console: Console, result: ScenarioResult) -> None:
+    """One scenario that did not pass: its failing checks (expected, observed, wrapped, never cut)
+    and the notes under it."""
+    mark, colour = STYLE[result.status]
+    console.print(
+        f"[{colour}]{mark} {result.status.value}[/] [bold]{escape(result.name)}[/] [dim]{result.duration_s * 1000:.1f} ms[/]"
+    )
+    for note in _notes(result, colour):
+        console.print(Padding(note, (0, 0, 0, 4)))
+    for check in result.checks:
+        if check.passed:
+            continue
+        console.print(Padding(f"[red]✘[/] {escape(check.name)}", (0, 0, 0, 4)))
+        console.print(Padding(f"[dim]expected:[/] {escape(_text(check.expected))}", (0, 0, 0, 8)))
+        console.print(Padding(f"[dim]observed:[/] {escape(_text(check.observed))}", (0, 0, 0, 8)))
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def _render_table(console: Console, report: RunReport) -> None:
+    """Every scenario and every check: a heading row per scenario, a row per check."""
     table = Table(title="Verified checks", expand=True)
     table.add_column("scenario / check", ratio=5)
     table.add_column("expected", ratio=3)
@@ -129,21 +161,30 @@ def render_report(console: Console, report: RunReport) -> None:
             ok_mark, ok_colour = STYLE[Status.PASSED if check.passed else Status.FAILED]
             table.add_row(
                 f"  {escape(check.name)}",
-                escape(_short(check.expected)),
-                escape(_short(check.observed)),
+                escape(_text(check.expected)),
+                escape(_text(check.observed)),
                 f"[{ok_colour}]{ok_mark}[/]",
             )
         table.add_section()
     console.print(table)
+
+
+def _render_summary(console: Console, report: RunReport) -> None:
     counts = report.counts()
     checks = [c for r in report.results for c in r.checks]
     parts = [f"{n} {status}" for status, n in counts.items() if n]
-    verdict = "[bold green]ALL PASSED[/]" if report.ok else "[bold red]NOT ALL PASSED[/]"
+    if report.interrupted:
+        verdict = "[bold yellow]INTERRUPTED[/]"
+    else:
+        verdict = "[bold green]ALL PASSED[/]" if report.ok else "[bold red]NOT ALL PASSED[/]"
     console.print(
         f"{verdict}  {len(report.results)} scenario(s): {', '.join(parts) or 'none'}; "
-        f"{sum(c.passed for c in checks)}/{len(checks)} checks passed; broker {escape(report.broker)}; "
-        f"{report.duration_s:.2f}s"
+        f"{sum(c.passed for c in checks)}/{len(checks)} checks passed; broker {escape(report.broker)}, "
+        f"results {escape(report.result_backend)}, worker {escape(report.worker)}; {report.duration_s:.2f}s"
     )
+    failing = report.not_passed()
+    if failing:
+        console.print("[red]Not passed:[/] " + ", ".join(f"{escape(r.name)} ({r.status.value})" for r in failing))
     if report.interrupted:
         console.print(f"[yellow]Interrupted.[/] Not run: {', '.join(report.not_run) or 'none'}")
 

@@ -34,7 +34,7 @@ class ScenarioCancelled(BaseException):
 class RunObserver(Protocol):
     """Receives the run's progress; called from the runner's and the scenarios' threads."""
 
-    def run_started(self, scenarios: Sequence[Scenario], broker: str) -> None: ...
+    def run_started(self, scenarios: Sequence[Scenario], report: RunReport) -> None: ...
     def scenario_started(self, scenario: Scenario) -> None: ...
     def scenario_progress(self, scenario: Scenario, label: str, current: int, total: int) -> None: ...
     def scenario_finished(self, result: ScenarioResult) -> None: ...
@@ -47,6 +47,13 @@ class RunReport:
     duration_s: float = 0.0
     interrupted: bool = False
     not_run: list[str] = field(default_factory=list)
+    #: The result backend as it may be shown (no password), and where the main worker ran.
+    result_backend: str = ""
+    worker: str = "thread"
+
+    def not_passed(self) -> list[ScenarioResult]:
+        """The scenarios that failed, timed out or errored, in run order."""
+        return [r for r in self.results if r.status not in (Status.PASSED, Status.SKIPPED)]
 
     def counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in Status}
@@ -62,6 +69,10 @@ class RunReport:
     def to_json(self) -> dict[str, object]:
         return {
             "broker": self.broker,
+            "result_backend": self.result_backend,
+            "worker": self.worker,
+            "duration_s": round(self.duration_s, 3),
+            "interrupted": self.interrupted,
             "scenarios": [r.to_json() for r in self.results],
             "summary": self.counts(),
         }
@@ -144,9 +155,11 @@ class Runner:
         started = monotonic()
         run_deadline = None if self._run_timeout is None else started + self._run_timeout
         harness = self._make_harness()
-        report = RunReport(broker=harness.broker_label)
+        report = RunReport(
+            broker=harness.broker_label, result_backend=harness.result_backend_label, worker=harness.config.worker
+        )
         if self._observer:
-            self._observer.run_started(scenarios, report.broker)
+            self._observer.run_started(scenarios, report)
         try:
             for index, item in enumerate(scenarios):
                 kinds = [harness.broker.name, *([harness.backend_kind] if harness.backend_kind else [])]

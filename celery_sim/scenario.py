@@ -444,8 +444,12 @@ class Registry:
         for selector in selectors:
             matched = [s for s in self._scenarios.values() if s.name == selector or s.family == selector]
             if not matched:
-                choices = list(self._scenarios) + self.families()
-                close = difflib.get_close_matches(selector, choices, n=3, cutoff=0.5)
+                # A dotted name is a misspelled scenario; anything else, a misspelled family first.
+                groups = [list(self._scenarios), self.families()]
+                close: list[str] = []
+                for names in groups if "." in selector else groups[::-1]:
+                    if len(close) < 3:
+                        close += difflib.get_close_matches(selector, names, n=3 - len(close), cutoff=0.5)
                 hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
                 raise UnknownScenarioError(
                     f"no scenario or family named {selector!r}.{hint} "

@@ -22,7 +22,8 @@ USAGE_ERRORS = {
         "no scenario or family named 'calling.dleay'. Did you mean 'calling.delay'",
         None,
     ),
-    "no names": (["run"], "Missing argument", None),
+    "no names": (["run"], "name at least one scenario or family, e.g. `run calling", None),
+    "misspelled family": (["run", "retrie"], "Did you mean 'retries'", None),
     "unknown broker": (["complete", "--broker", "memroy"], "unknown broker 'memroy'. Did you mean 'memory'?", None),
     "unreachable broker": (
         ["run", "calling.delay", "--broker", "amqp://admin:s3cret@127.0.0.1:1//"],
@@ -76,11 +77,21 @@ def test_a_usage_error_exits_2_with_a_message_that_names_the_fix(
         assert secret not in result.output
 
 
-def test_run_a_family_passes_and_prints_the_table() -> None:
+def test_run_a_family_passes_with_a_line_per_scenario_and_a_summary() -> None:
     result = invoke("run", "calling")
     assert result.exit_code == EXIT_OK, result.output
-    assert "Verified checks" in result.output
+    assert "running 6 scenario(s): broker memory, results memory (embedded), worker thread" in " ".join(
+        result.output.split()
+    )
+    assert "✔ passed  calling.delay" in result.output
+    assert "Verified checks" not in result.output  # the table of every check is asked for with --checks all
     assert "ALL PASSED  6 scenario(s): 6 passed" in result.output
+
+
+def test_checks_all_prints_the_table_of_every_check() -> None:
+    result = invoke("run", "calling.delay", "--checks", "all")
+    assert result.exit_code == EXIT_OK, result.output
+    assert "Verified checks" in result.output
 
 
 def test_json_output_has_the_stable_keys(tmp_path: Path) -> None:
@@ -88,7 +99,9 @@ def test_json_output_has_the_stable_keys(tmp_path: Path) -> None:
     result = invoke("run", "routing.unconsumed_queue", "calling.delay", "--json", str(path))
     assert result.exit_code == EXIT_OK, result.output
     data = json.loads(path.read_text())
-    assert set(data) == {"broker", "scenarios", "summary"}
+    assert set(data) == {"broker", "result_backend", "worker", "duration_s", "interrupted", "scenarios", "summary"}
+    assert (data["broker"], data["result_backend"], data["worker"]) == ("memory", "memory (embedded)", "thread")
+    assert data["duration_s"] > 0 and data["interrupted"] is False
     assert [s["name"] for s in data["scenarios"]] == ["routing.unconsumed_queue", "calling.delay"]
     assert all(
         set(s) == {"name", "family", "status", "duration_s", "checks", "diagnosis", "warnings", "difference"}
@@ -105,11 +118,14 @@ def test_a_json_path_in_a_missing_directory_exits_2_before_running(tmp_path: Pat
     assert "does not exist" in result.output
 
 
-def test_a_timed_out_scenario_exits_1_with_its_diagnosis() -> None:
-    result = invoke("run", "progress.states", "--timeout", "0.05")
+def test_a_timed_out_scenario_exits_1_named_in_the_summary_with_its_diagnosis() -> None:
+    result = invoke("run", "calling.delay", "progress.states", "--timeout", "0.05")
     assert result.exit_code == EXIT_FAILED
-    assert "timeout" in result.output
-    assert "NOT ALL PASSED" in result.output
+    last_screen = result.output.split("Did not pass (1):", 1)[1]
+    assert "⏱ timeout progress.states" in last_screen
+    assert "'demos.progress.process_items' is still running on progress@" in " ".join(last_screen.split())
+    assert "NOT ALL PASSED" in last_screen
+    assert "Not passed: progress.states (timeout)" in last_screen
 
 
 def test_list_shows_every_scenario() -> None:

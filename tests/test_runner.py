@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 import signal
 import threading
@@ -7,10 +8,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rich.console import Console
+
 from celery_sim.catalog import default_config
 from celery_sim.harness import Harness
+from celery_sim.report import render_report
 from celery_sim.runner import Runner, RunReport
-from celery_sim.scenario import Context, Scenario, ScenarioResult, Status
+from celery_sim.scenario import Check, Context, Scenario, ScenarioResult, Status
 from demos.calling.tasks import add
 from demos.routing.tasks import nightly_export
 
@@ -147,10 +151,48 @@ def test_the_timeout_option_overrides_a_scenarios_own_deadline() -> None:
 def test_json_report_has_the_documented_keys() -> None:
     report = run(make("test.pass", passing))
     data = report.to_json()
-    assert set(data) == {"broker", "scenarios", "summary"}
+    assert set(data) == {"broker", "result_backend", "worker", "duration_s", "interrupted", "scenarios", "summary"}
     assert data["broker"] == "memory"
     (scenario,) = data["scenarios"]  # type: ignore[misc]
     assert set(scenario) == {"name", "family", "status", "duration_s", "checks", "diagnosis", "warnings", "difference"}
     assert scenario["family"] == "test"
     assert scenario["checks"] == [{"name": "add", "passed": True, "expected": 3, "observed": 3}]
     assert data["summary"] == {"passed": 1, "failed": 0, "timeout": 0, "skipped": 0, "error": 0}
+
+
+def _render(report: RunReport, **kwargs: bool) -> str:
+    out = io.StringIO()
+    render_report(Console(file=out, width=80, color_system=None), report, **kwargs)
+    return out.getvalue()
+
+
+def test_the_last_screen_shows_each_failing_check_whole_and_names_the_failed_scenarios() -> None:
+    long_value = [f"item-{i:03d}" for i in range(40)]
+    failed = ScenarioResult(
+        "family.broken",
+        "",
+        Status.FAILED,
+        0.01,
+        [Check("fine", True, 1, 1), Check("the long one", False, long_value, long_value[:-1])],
+    )
+    errored = ScenarioResult("family.crashed", "", Status.ERROR, 0.0, diagnosis="RuntimeError: boom")
+    report = RunReport("memory", [ScenarioResult("family.ok", "", Status.PASSED, 0.0), failed, errored], 1.0)
+    text = _render(report)
+    flat = "".join(text.split())
+    assert "…" not in text
+    assert "expected:" + "".join(repr(long_value).split()) in flat
+    assert "observed:" + "".join(repr(long_value[:-1]).split()) in flat
+    assert "fine" not in text  # passing checks stay out of the last screen
+    assert "RuntimeError: boom" in text
+    assert "Not passed: family.broken (failed), family.crashed (error)" in text
+    assert "family.ok" not in text.split("Did not pass", 1)[1]
+
+
+def test_an_interrupted_run_says_so_with_what_passed() -> None:
+    report = RunReport(
+        "memory", [ScenarioResult("family.ok", "", Status.PASSED, 0.0)], 1.0, interrupted=True, not_run=["family.next"]
+    )
+    text = _render(report)
+    assert "INTERRUPTED  1 scenario(s): 1 passed" in text
+    assert "NOT ALL PASSED" not in text
+    assert "Not run: family.next" in text

@@ -105,5 +105,10 @@ def build_app(spec: AppSpec, app_cls: type[Celery] = Celery) -> Celery:
     )
     if spec.configure is not None:
         spec.configure(app, ns)
+    # Result keys under the run's namespace (Celery's key/value backends prefix task, group and
+    # chord keys with it), so that a run's results on a shared Redis are found and deleted at stop.
+    options = dict(app.conf.result_backend_transport_options or {})
+    options.setdefault("global_keyprefix", f"{ns.prefix}.")
+    app.conf.result_backend_transport_options = options
     app.finalize(auto=True)
     return app

@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from .brokers import BROKERS, URL_SCHEMES, mask_url, resolve_broker, validate_result_backend
 from .catalog import default_config, load_catalog
@@ -274,6 +275,73 @@ def worker_command(real_broker: str, result_backend: str | None, run_id: str) ->
     except UsageError as exc:
         _fail_usage(str(exc))
     click.echo(external_worker_command(real_broker, Namespace(run_id), WORKER_QUEUES, result_backend))
+
+
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd]?)")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a duration; use e.g. 30s, 10m, 2h, 1d (or 0 for any age)")
+    return float(match["n"]) * _UNIT_S[match["unit"]]
+
+
+@cli.command("clean")
+@click.option("--real-broker", required=True, metavar="URL", help="The Redis or RabbitMQ to clean.")
+@click.option(
+    "--result-backend",
+    metavar="URL",
+    help="The result backend runs used, cleaned too when it is Redis (default: as for `complete`).",
+)
+@click.option("--run-id", callback=_run_id, metavar="ID", help="Only this run's names (at any age).")
+@click.option(
+    "--older-than",
+    callback=_duration,
+    metavar="DURATION",
+    help="Only runs whose every Redis key has been idle this long: 30s, 10m, 2h, 1d, 0 "
+    "(default 10m; any age with --run-id). RabbitMQ keeps no age: there, runs with a consumer are kept.",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
+def clean_command(
+    real_broker: str, result_backend: str | None, run_id: str | None, older_than: float | None, dry_run: bool
+) -> None:
+    """Remove what killed runs left on a real broker: only celery_sim's own names (csim-ID.*).
+
+    A run stopped normally leaves nothing; one killed (SIGKILL, a lost machine) can leave queues,
+    exchanges, bindings and results. Lists each thing it removes.
+    """
+    from .cleanup import find_leftovers, remove
+
+    try:
+        _choose_broker("memory", real_broker, result_backend, "thread")
+        broker = resolve_broker(real_broker, result_backend)
+        broker.preflight()
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    age = older_than if older_than is not None else (None if run_id else 600.0)
+    console = Console(highlight=False)
+    urls = list(dict.fromkeys([real_broker, str(getattr(broker, "result_backend", real_broker))]))
+    total = 0
+    for url in urls:
+        if not url.startswith(URL_SCHEMES):
+            continue  # rpc://, db+...: nothing of celery_sim's own names to list there
+        try:
+            found = find_leftovers(url, run_id=run_id, older_than=age)
+            if not dry_run:
+                remove(url, found)
+        except UsageError as exc:
+            _fail_usage(str(exc))
+        for item in found:
+            console.print(
+                f"{'would remove' if dry_run else 'removed'} {item.kind} {escape(item.name)}  [dim](run {item.run_id}, {escape(item.where)})[/]"
+            )
+        total += len(found)
+    scope = f"run {run_id}" if run_id else f"runs idle for {age:g}s or more" if age else "every run not in use"
+    console.print(f"{'Would remove' if dry_run else 'Removed'} {total} item(s) of {scope}.")
 
 
 def _fail_usage(message: str) -> None:

@@ -18,6 +18,7 @@ from kombu.exceptions import ChannelError
 from . import timewarp
 from .appfactory import AppSpec, Configure, build_app
 from .brokers import Broker, Endpoints, backend_kind, mask_url, resolve_broker
+from .cleanup import delete_run_keys
 from .errors import HarnessError, WorkerError
 from .events import EventRecorder
 from .namespace import Namespace
@@ -198,6 +199,7 @@ class Harness:
         if self._app is not None:
             try:
                 self._delete_from_broker()
+                self._delete_results()
             except Exception as exc:  # the broker may be gone; stopping must still finish
                 log.warning("could not purge or delete the queues of run %s: %r", self.ns.run_id, exc)
             for backend in list(self._app.csim_backends):
@@ -420,6 +422,15 @@ class Harness:
         worker.start(self.config.start_timeout)
         return worker
 
+    def lasting_worker(self, queues: Sequence[str], *, name: str, concurrency: int = 1) -> Worker:
+        """The worker ``name`` consuming logical ``queues``: started on first use, then kept for the
+        rest of the run (stopped with the harness), so that scenarios sharing it start none."""
+        hostname = f"{name}@{self.ns.prefix}"
+        for worker in self._workers:
+            if worker.hostname == hostname and worker.running:
+                return worker
+        return self.start_worker(queues, name=name, concurrency=concurrency)
+
     def stop_workers(self, workers: Sequence[Worker]) -> None:
         """Stop ``workers`` together (each waits on its broker at most once, in parallel)."""
         for worker in workers:
@@ -477,15 +488,15 @@ class Harness:
         queues = [q for q in self.known_queues() if q not in keep]
         if keep:
             self.purge(keep)
-        exchanges: set[str] = set()
-        if not external:
-            exchanges = {
-                str(q.exchange.name)
-                for q in self.app.amqp.queues.values()
-                if q.exchange is not None and self.ns.owns(str(q.exchange.name))
-            }
+        exchanges = {
+            str(q.exchange.name)
+            for q in self.app.amqp.queues.values()
+            if q.exchange is not None and self.ns.owns(str(q.exchange.name)) and q.name not in keep
+        }
+        if not external:  # else the user's workers still use them (their control, replies and events)
             control = self.ns.control_exchange
             exchanges |= {f"{control}.pidbox", f"reply.{control}.pidbox", self.ns.event_exchange}
+        exchanges -= {str(self.app.amqp.queues[q].exchange.name) for q in keep if q in self.app.amqp.queues}
         with self.app.connection_for_write() as conn:
             for name in queues:
                 channel: Any = conn.channel()
@@ -507,6 +518,20 @@ class Harness:
                     pass  # never declared (kombu's virtual transports raise KeyError for that)
                 finally:
                     channel.close()
+
+    def _delete_results(self) -> None:
+        """Delete what the run stored: on Redis every key under its namespace (results, kombu's
+        bindings and reply lists), in a database the rows of its tasks. Embedded brokers go whole."""
+        if self.broker.embedded or self._endpoints is None:
+            return
+        external = self.config.worker == "external"
+        delete_run_keys(
+            [self._endpoints.broker_url, self._endpoints.result_backend], self.ns.prefix, results_only=external
+        )
+        if self.backend_kind == "db":
+            backend = self.app.backend
+            for task_id in {e.task_id for e in self.timeline.events(kinds=["published"])}:
+                backend.forget(task_id)
 
     def purge(self, queues: Iterable[str] | None = None) -> int:
         """Discard waiting messages from this run's queues; returns how many were discarded."""

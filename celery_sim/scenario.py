@@ -369,6 +369,10 @@ class Context:
         self._workers.append(worker)
         return worker
 
+    def lasting_worker(self, queues: Iterable[str], *, name: str, concurrency: int = 1) -> Worker:
+        """A worker kept for the rest of the run, shared with later scenarios (see :meth:`Harness.lasting_worker`)."""
+        return self.harness.lasting_worker(list(queues), name=name, concurrency=concurrency)
+
     def start_worker_meanwhile(self, queues: Iterable[str], *, name: str, concurrency: int = 1) -> None:
         """Like :meth:`start_worker`, but return at once: the scenario watches while the worker starts.
 

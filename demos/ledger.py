@@ -41,7 +41,9 @@ def record(app: Celery, key: str, entry: dict[str, Any]) -> None:
     """
     backend = app.backend
     if _atomic(backend):
-        slot = int(backend.incr(f"{_key(key)}-count")) - 1
+        # The counter's key as the backend names a task's (under the run's key prefix), so that
+        # it goes with the run's results.
+        slot = int(backend.incr(backend.get_key_for_task(f"{_key(key)}-count"))) - 1
         backend.store_result(f"{_key(key)}-{slot}", entry, STATE)
         return
     with _lock:

@@ -77,28 +77,15 @@ def test_complete_passes_with_a_worker_process(url: str) -> None:
     assert data["broker"] == mask_url(url)
 
 
-def _delete_queues(url: str, run_id: str, names: list[str]) -> None:
-    """Remove what a run in external mode keeps for the user's workers, once those are gone."""
-    from kombu import Connection
-
-    from celery_sim.namespace import Namespace
-    from demos.routing.config import routing_conf
-
-    ns = Namespace(run_id)
-    wanted = {ns.queue(name) for name in names}
-    with Connection(url) as conn:
-        for queue in routing_conf(ns)["task_queues"]:
-            if queue.name in wanted:
-                bound = queue.bind(conn.channel())
-                bound.declare()  # so that a virtual transport (Redis) knows the binding it deletes
-                bound.delete()
-
-
 @pytest.mark.real_broker
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("url", REAL_BROKERS, ids=["redis", "rabbitmq"])
 def test_complete_passes_with_external_workers_started_by_the_documented_command(url: str) -> None:
+    from .test_broker_traces import snapshot
+
     need(url)
+    state = snapshot(url)
+    before = state()
     run_id = f"ext{uuid.uuid4().hex[:8]}"
     printed = subprocess.run(
         [sys.executable, "-m", "celery_sim", "worker-command", "--real-broker", url, "--run-id", run_id],
@@ -137,7 +124,15 @@ def test_complete_passes_with_external_workers_started_by_the_documented_command
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(5)
-        _delete_queues(url, run_id, ["default", "secretflow_queue", "web_queue"])
+    # The run keeps the queues the workers consume (and their control and events); once the
+    # workers are gone, `clean` removes them, and the broker is as it was.
+    subprocess.run(
+        [sys.executable, "-m", "celery_sim", "clean", "--real-broker", url, "--run-id", run_id],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert sorted(state() - before) == []
     assert _problems(data) == [], output
     assert status == 0, output
     group = next(s for s in data["scenarios"] if s["name"] == "canvas.group")

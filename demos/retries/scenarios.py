@@ -38,7 +38,7 @@ SCALE = 0.001
 
 
 def _send(ctx: Context, task: Any, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
-    """``task.delay(*args, **kwargs)``, consumed by this scenario's worker with one pool slot.
+    """``task.delay(*args, **kwargs)``, consumed by the run's worker with one pool slot.
 
     Celery marks an attempt RETRY just *after* it publishes the retry; with a free second slot and
     a compressed countdown the retry can end first, and the late RETRY then replaces its FAILURE
@@ -46,10 +46,8 @@ def _send(ctx: Context, task: Any, *args: Any, **kwargs: Any) -> AsyncResult[Any
     waits until the attempt that sent it has finished writing, whatever the load: the order of
     states these scenarios are about. Retries go back to the queue the task came from.
     """
-    queue = ctx.queue(RETRIES_QUEUE)
-    if not any(queue in w.queues for w in ctx.harness.workers):
-        ctx.start_worker([RETRIES_QUEUE], name="retries", concurrency=1)
-    return task.apply_async(args, kwargs, queue=queue)
+    ctx.lasting_worker([RETRIES_QUEUE], name="retries", concurrency=1)  # one for the whole family
+    return task.apply_async(args, kwargs, queue=ctx.queue(RETRIES_QUEUE))
 
 
 def _rounded(countdowns: list[float | None]) -> list[float | None]:

@@ -30,6 +30,7 @@ def test_ping_reaches_the_embedded_worker(harness: Harness) -> None:
 
 def test_stop_releases_threads_broker_state_results_and_current_app() -> None:
     previous = _tls.current_app
+    threads_before = {t for t in threading.enumerate() if t.name.startswith("csim-")}
     h = Harness(default_config())
     h.start()
     assert _tls.current_app is h.app
@@ -40,7 +41,8 @@ def test_stop_releases_threads_broker_state_results_and_current_app() -> None:
     assert _tls.current_app is previous
     assert memory.live_vhosts() == [] and results.live_stores() == []
     # csim-spawner lives as long as the process, by design (see celery_sim/spawn.py).
-    assert not any(t.name.startswith("csim-") and t.name != "csim-spawner" for t in threading.enumerate())
+    left = {t for t in threading.enumerate() if t.name.startswith("csim-") and t.name != "csim-spawner"}
+    assert sorted(t.name for t in left - threads_before) == []
     assert not h.running
 
 

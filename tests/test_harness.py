@@ -139,3 +139,22 @@ def test_progress_reaches_the_timeline(harness: Harness) -> None:
     harness.stop_workers([worker])
     progress = harness.timeline.events(result.id, ["progress"])
     assert [e.data["meta"] for e in progress] == [{"current": i, "total": 3} for i in (1, 2, 3)]
+
+
+def test_a_requeued_message_is_marked_redelivered_where_celery_reads_it(harness: Harness) -> None:
+    # kombu's virtual channel marks the stored payload's top level, which its Message never reads.
+    from kombu import Connection, Queue
+
+    name = harness.queue("redelivery-probe")
+    with Connection(harness.app.conf.broker_url) as conn:
+        queue = Queue(name).bind(conn.channel())
+        queue.declare()
+        conn.Producer().publish({"n": 1}, routing_key=name, declare=[queue])
+        first = queue.get(no_ack=False)
+        assert first is not None and not first.delivery_info.get("redelivered")
+        first.requeue()
+        second = queue.get(no_ack=False)
+        assert second is not None
+        assert second.delivery_info.get("redelivered") is True
+        second.ack()
+        queue.delete()

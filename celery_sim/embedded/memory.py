@@ -111,6 +111,23 @@ class Channel(memory.Channel):
         super().basic_reject(*args, **kwargs)
         self._vstate.notify()
 
+    def _restore(self, message: Any) -> None:
+        """Requeue ``message`` marked redelivered where consumers read it, as kombu's Redis does.
+
+        kombu's virtual channel marks the stored payload's top level, which its ``Message`` never
+        reads: ``delivery_info['redelivered']`` stayed unset, and a task that rejects with requeue
+        unless redelivered looped for ever on the memory transport.
+        """
+        delivery_info = message.delivery_info
+        payload = message.serializable()
+        properties = dict(payload["properties"])
+        properties["delivery_info"] = {**properties.get("delivery_info", {}), "redelivered": True}
+        payload["properties"] = properties
+        payload["headers"] = {**(payload.get("headers") or {}), "redelivered": True}
+        payload["redelivered"] = True
+        for queue in self._lookup(delivery_info["exchange"], delivery_info["routing_key"]):
+            self._put(queue, payload)
+
     def close(self) -> None:
         # kombu's memory Channel.close also empties the process-wide queue table; here the queues
         # belong to the virtual host and outlive a channel, as they would on a real broker.

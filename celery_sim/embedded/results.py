@@ -20,6 +20,8 @@ from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.encoding import bytes_to_str
 
+from .chords import RedisStyleChords
+
 __all__ = ["MemoryResultBackend", "Store", "drop", "live_stores", "store_for"]
 
 
@@ -80,8 +82,9 @@ def live_stores() -> list[str]:
         return sorted(_stores)
 
 
-class MemoryResultBackend(KeyValueStoreBackend):
-    """Celery's key/value result backend over an in-process :class:`Store`."""
+class MemoryResultBackend(RedisStyleChords, KeyValueStoreBackend):
+    """Celery's key/value result backend over an in-process :class:`Store`, with chords kept as
+    Celery's Redis backend keeps them (see :mod:`celery_sim.embedded.chords`)."""
 
     supports_native_join = True
     supports_autoexpire = False
@@ -123,10 +126,13 @@ class MemoryResultBackend(KeyValueStoreBackend):
         while True:
             seen = self.store.version
             meta: dict[str, Any] = self.get_task_meta(task_id)
-            if meta["status"] in states.READY_STATES:
-                return meta
+            # Before the ready check, as Redis's result consumer calls it after each message:
+            # a caller whose chord header failed gets that error (the parent's) rather than the
+            # callback's ChordError, whichever was stored first.
             if on_interval:
                 on_interval()
+            if meta["status"] in states.READY_STATES:
+                return meta
             nap = interval if deadline is None else min(interval, deadline - monotonic())
             if nap <= 0:
                 raise CeleryTimeoutError("The operation timed out.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from time import monotonic
 from typing import Any
 
@@ -12,8 +13,16 @@ from celery.result import AsyncResult
 
 from celery_sim.harness import Harness
 from celery_sim.scenario import Context, WaitTimeout, scenario
+from demos import ledger
 from demos.brokers.private_redis import PrivateRedis, redis_server_path
-from demos.brokers.tasks import charge_card, charge_card_safely, send_notification, send_reminder
+from demos.brokers.tasks import (
+    charge_card,
+    charge_card_safely,
+    reject_until_redelivered,
+    send_notification,
+    send_reminder,
+)
+from demos.config import RPC_NO_STORE
 
 #: Priorities sent, in this order, to a queue nobody consumes yet.
 SENT = [3, 0, 9, 6]
@@ -102,6 +111,25 @@ def acks_late_redelivery(ctx: Context) -> None:
         "default (acknowledged on receipt): the killed task is lost: FAILURE, WorkerLostError, never run again",
         ("FAILURE", "WorkerLostError", 1),
         (state, type(raised).__name__, len(_runs(ctx, lost.id))),
+    )
+
+
+@scenario(
+    "broker.reject_requeue",
+    "raise Reject(requeue=True) unless request.delivery_info['redelivered']: the message comes back once, "
+    "marked redelivered, and the task completes",
+    skip_on=RPC_NO_STORE,
+)
+def reject_requeue(ctx: Context) -> None:
+    key = f"reject-{uuid.uuid4().hex[:8]}"
+    result = reject_until_redelivered.delay(key)
+    state, value = ctx.outcome(result)
+    ctx.check("the task completes on its redelivery", ("SUCCESS", "ran on the redelivery"), (state, value))
+    deliveries = [entry["redelivered"] for entry in ledger.read(ctx.app, key)]
+    ctx.check(
+        "delivered twice: first not redelivered (rejected, requeued), then marked redelivered",
+        [False, True],
+        deliveries,
     )
 
 

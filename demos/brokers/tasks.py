@@ -36,3 +36,17 @@ def charge_card(self: Any, order: str, seconds: float = 0.3) -> dict[str, Any]:
 @shared_task(name="demos.brokers.send_reminder")
 def send_reminder(user: str) -> str:
     return f"reminded {user}"
+
+
+@shared_task(bind=True, acks_late=True, name="demos.brokers.reject_until_redelivered")
+def reject_until_redelivered(self: Any, key: str) -> str:
+    """The guides' 'requeue once' pattern: reject with requeue unless this is a redelivery."""
+    from celery.exceptions import Reject
+
+    from demos import ledger
+
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    ledger.record(self.app, key, {"redelivered": redelivered})
+    if not redelivered:
+        raise Reject("first delivery: requeue it", requeue=True)
+    return "ran on the redelivery"

@@ -80,6 +80,9 @@ class MemoryBroker(Broker):
     def open(self, run_id: str) -> Endpoints:
         from .embedded import SCHEME, memory, results
 
+        memory.reopen(run_id)
+        results.reopen(run_id)
+
         def close() -> None:
             memory.drop(run_id)
             results.drop(run_id)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
 
-from .timeline import ATTEMPT_END_KINDS, TASK_END_KINDS, Event, Timeline
+from .timeline import TASK_END_KINDS, Event
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -106,7 +106,7 @@ def diagnose_task(harness: Harness, task_id: str) -> str:
         eta = last.data.get("eta")
         if eta:
             return f"worker {last.hostname} holds {name!r} until its ETA {eta}"
-        running = _running_on(timeline, last.hostname)
+        running = [f"{e.name!r} {e.task_id}" for e in timeline.running_on(last.hostname)]
         busy = f" (running: {', '.join(running)})" if running else ""
         return (
             f"worker {last.hostname} received {name!r} but has not started it: all pool slots busy{busy}, "
@@ -121,19 +121,6 @@ def diagnose_task(harness: Harness, task_id: str) -> str:
     if last.kind == "published":
         return f"{name!r} was re-published (retry or ETA) to {logical!r} and not yet taken"
     return f"{name!r} ended ({last.kind}) on {last.hostname}, but the caller did not get its result from the backend"
-
-
-def _running_on(timeline: Timeline, hostname: str | None) -> list[str]:
-    """``'name' id`` of each task started on ``hostname`` and not yet ended there."""
-    running: dict[str, str] = {}
-    for event in timeline.events():
-        if event.hostname != hostname:
-            continue
-        if event.kind == "started":
-            running[event.task_id] = f"{event.name!r} {event.task_id}"
-        elif event.kind in ATTEMPT_END_KINDS:
-            running.pop(event.task_id, None)
-    return list(running.values())
 
 
 def stale_state(harness: Harness, task_id: str, events: list[Event]) -> str | None:

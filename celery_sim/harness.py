@@ -442,9 +442,15 @@ class Harness:
             try:
                 worker.stop(self.config.stop_timeout)
             except WorkerError as exc:
-                errors.append(str(exc))
+                errors.append(f"{exc}{self._running_on(worker.hostname)}")
         if errors:
             raise WorkerError("; ".join(errors))
+
+    def _running_on(self, hostname: str) -> str:
+        """Since when each task still running on ``hostname`` started (from the timeline)."""
+        now = self.timeline.now()
+        running = [f"{e.name!r} {e.task_id} started {now - e.at:.1f}s ago" for e in self.timeline.running_on(hostname)]
+        return f" (still running there: {', '.join(running)})" if running else ""
 
     def consumers_of(self, queue: str) -> list[str]:
         """Hostnames of the running workers that consume ``queue`` (a run queue name)."""

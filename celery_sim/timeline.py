@@ -122,6 +122,18 @@ class Timeline:
             return None
         return starts[0], ends[-1]
 
+    def running_on(self, hostname: str | None) -> list[Event]:
+        """The ``started`` event of each attempt on ``hostname`` that has not ended."""
+        running: dict[str, Event] = {}
+        for event in self.events():
+            if event.hostname != hostname:
+                continue
+            if event.kind == "started":
+                running[event.task_id] = event
+            elif event.kind in ATTEMPT_END_KINDS:
+                running.pop(event.task_id, None)
+        return list(running.values())
+
     def wait_for(self, predicate: Callable[[Event], bool], timeout: float, since: int = 0) -> Event | None:
         """The first event from ``since`` on matching ``predicate``, waiting up to ``timeout`` seconds."""
         deadline = monotonic() + timeout

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from time import monotonic
 from typing import Any
 
@@ -64,6 +66,15 @@ class PromptTimer(timer2.Timer):
             self.running = False
 
 
+def _frames(frame: Any) -> list[Any]:
+    """``frame`` and its callers, innermost first."""
+    found = []
+    while frame is not None:
+        found.append(frame)
+        frame = frame.f_back
+    return found
+
+
 class ThreadPool(thread_pool.TaskPool):
     """Celery's thread pool, whose threads start as a worker's would.
 
@@ -78,6 +89,7 @@ class ThreadPool(thread_pool.TaskPool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.executor.shutdown(wait=False)  # type: ignore[has-type]  # the parent's; it has no thread yet
+        self.threads: list[threading.Thread] = []
         self.executor = ThreadPoolExecutor(
             max_workers=self.limit,
             thread_name_prefix="csim-pool",
@@ -87,6 +99,23 @@ class ThreadPool(thread_pool.TaskPool):
     def _start_thread(self) -> None:
         self.app.set_current()
         joinblock.mark_pool_thread()
+        self.threads.append(threading.current_thread())
+
+    def busy(self) -> list[str]:
+        """What each pool thread still running a task is doing: task, id and where it is."""
+        frames = sys._current_frames()
+        found = []
+        for thread in self.threads:
+            frame = frames.get(thread.ident or -1)
+            stack = traceback.extract_stack(frame) if frame is not None else []
+            tracer = next(
+                (f for f in _frames(frame) if f.f_code.co_name == "trace_task" and "uuid" in f.f_locals), None
+            )
+            if tracer is None:
+                continue  # idle: waiting for work
+            where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack[-3:]))
+            found.append(f"{thread.name} runs {tracer.f_locals.get('name')!r} {tracer.f_locals['uuid']} at {where}")
+        return found
 
 
 class _Controller(WorkController):
@@ -248,8 +277,11 @@ class EmbeddedWorker:
                 self._wake()
             self._thread.join(min(timeout, 2.0))
         if self._thread.is_alive():
+            pool = getattr(self._controller, "pool", None)
+            busy = pool.busy() if isinstance(pool, ThreadPool) else []
+            doing = "; ".join(busy) if busy else "no pool thread is running a task"
             raise WorkerError(
-                f"worker {self.hostname} did not stop within {timeout:g}s; a task is probably still "
-                "running (tasks on a thread pool cannot be killed)"
+                f"worker {self.hostname} did not stop within {timeout:g}s (tasks on a thread pool cannot be "
+                f"killed; the thread is left to finish): {doing}"
             )
         self._thread = None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -158,3 +159,35 @@ def test_a_requeued_message_is_marked_redelivered_where_celery_reads_it(harness:
         assert second.delivery_info.get("redelivered") is True
         second.ack()
         queue.delete()
+
+
+def test_a_stuck_pool_thread_is_diagnosed_and_the_harness_still_stops_within_its_bound() -> None:
+    release = threading.Event()
+    demo_configure = default_config().configure
+    assert demo_configure is not None
+
+    def configure(app: Celery, ns: Any) -> None:
+        demo_configure(app, ns)
+
+        def stuck() -> None:
+            release.wait(30)
+
+        app.task(name="test.stuck", shared=False)(stuck)
+
+    h = Harness(default_config(configure=configure, stop_timeout=0.5))
+    h.start()
+    try:
+        result = h.app.tasks["test.stuck"].delay()
+        assert h.timeline.wait_for(lambda e: e.task_id == result.id and e.kind == "started", timeout=5)
+        with pytest.raises(WorkerError) as raised:
+            h.stop()
+        message = str(raised.value)
+        assert f"runs 'test.stuck' {result.id} at " in message
+        assert "test_harness.py:" in message and " stuck " in message  # where it is stuck: file:line function
+        assert f"still running there: 'test.stuck' {result.id} started " in message
+        assert not h.running
+    finally:
+        release.set()
+        for thread in threading.enumerate():
+            if thread.name.startswith(("csim-pool", "csim-worker")):
+                thread.join(5)

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from kombu.transport import memory, virtual
 
-__all__ = ["Channel", "Transport", "VHostState", "drop", "interrupt", "live_vhosts", "state_for"]
+__all__ = ["Channel", "Transport", "VHostState", "drop", "interrupt", "live_vhosts", "reopen", "state_for"]
 
 
 class VHostState:
@@ -50,18 +50,32 @@ _states: dict[str, VHostState] = {}
 _states_lock = threading.Lock()
 
 
+#: Virtual hosts whose run has ended: a late user (a worker thread still finishing) gets a
+#: detached state instead of bringing the run's state back to life.
+_closed: set[str] = set()
+
+
 def state_for(vhost: str) -> VHostState:
-    """The state of ``vhost``, created on first use."""
+    """The state of ``vhost``, created on first use (detached once the vhost was dropped)."""
     with _states_lock:
+        if vhost in _closed:
+            return VHostState(vhost)
         state = _states.get(vhost)
         if state is None:
             state = _states[vhost] = VHostState(vhost)
         return state
 
 
+def reopen(vhost: str) -> None:
+    """Let ``vhost`` hold state again (a new run with that name)."""
+    with _states_lock:
+        _closed.discard(vhost)
+
+
 def drop(vhost: str) -> int:
     """Forget ``vhost``: its queues, bindings and messages. Returns the messages discarded."""
     with _states_lock:
+        _closed.add(vhost)
         state = _states.pop(vhost, None)
     if state is None:
         return 0

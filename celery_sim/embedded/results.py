@@ -22,7 +22,7 @@ from kombu.utils.encoding import bytes_to_str
 
 from .chords import RedisStyleChords
 
-__all__ = ["MemoryResultBackend", "Store", "drop", "live_stores", "store_for"]
+__all__ = ["MemoryResultBackend", "Store", "drop", "live_stores", "reopen", "store_for"]
 
 
 class Store:
@@ -64,16 +64,31 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
+#: Stores whose run has ended: a late writer (a worker thread still finishing its task) gets a
+#: detached store instead of bringing the run's store back to life.
+_closed: set[str] = set()
+
+
 def store_for(name: str) -> Store:
+    """The store ``name``, created on first use (detached once it was dropped)."""
     with _stores_lock:
+        if name in _closed:
+            return Store()
         store = _stores.get(name)
         if store is None:
             store = _stores[name] = Store()
         return store
 
 
+def reopen(name: str) -> None:
+    """Let store ``name`` hold results again (a new run with that name)."""
+    with _stores_lock:
+        _closed.discard(name)
+
+
 def drop(name: str) -> None:
     with _stores_lock:
+        _closed.add(name)
         _stores.pop(name, None)
 
 

@@ -51,6 +51,10 @@ def replace_body(task: str, body: Callable[..., Any]) -> Callable[[Any], None]:
     return tamper
 
 
+def _raise_key_error(message: Any = None) -> None:
+    raise KeyError(message)
+
+
 SABOTAGE = {
     "canvas.chain": (replace_body("demos.canvas.process", lambda data: "tampered"), "each result passed to the next"),
     "canvas.group": (replace_body("demos.canvas.add", lambda x, y, work_s=0: x * y), "results in the group's order"),
@@ -61,7 +65,15 @@ SABOTAGE = {
     "canvas.nested": (replace_body("demos.canvas.validate", lambda data: data), "final value"),
     "canvas.chord_error": (
         replace_body("demos.canvas.fail", lambda message: None),
-        "the caller's get() raises the header's error",
+        "the caller's get() raises the header task's own exception",
+    ),
+    "canvas.nested_chord_header": (
+        replace_body("demos.canvas.collect", lambda values: values[:-1]),
+        "a header of chains ending in groups, 1 slot(s): the callback gets every header result",
+    ),
+    "canvas.chord_error_type": (
+        replace_body("demos.canvas.fail", _raise_key_error),
+        "single header task, single-task body",
     ),
     "canvas.link": (
         replace_body("demos.canvas.on_success", lambda result, key: None),
@@ -115,3 +127,66 @@ def test_the_whole_family_passes_on_a_worker_with_one_slot() -> None:
     assert {r.name: r.status for r in results} == {s.name: Status.PASSED for s in CANVAS}, [
         (r.name, r.diagnosis, [c for c in r.checks if not c.passed]) for r in results if r.status is not Status.PASSED
     ]
+
+
+def _adversarial(app: Any) -> dict[str, tuple[Any, Any]]:
+    """Canvas shapes others' tests use: shape -> (workflow, what real Redis gives, measured)."""
+    from celery import chain, chord, group
+
+    t = app.tasks
+    add, double, collect, fail = (
+        t["demos.canvas.add"],
+        t["demos.canvas.double"],
+        t["demos.canvas.collect"],
+        t["demos.canvas.fail"],
+    )
+    errback = t["demos.canvas.on_failure"].s("adversarial")
+    return {
+        "a chord nested in a chain": (chain(add.s(1, 1), chord([double.s(), double.s()], collect.s())), [4, 4]),
+        # The second chord's header task receives the first chord's list: double([2, 4]) repeats it.
+        "a chain of chords": (
+            chain(chord([add.s(1, 1), add.s(2, 2)], collect.s()), chord([double.s()], collect.s())),
+            [[2, 4, 2, 4]],
+        ),
+        "a chord of one": (chord([add.s(1, 1)], collect.s()), [2]),
+        "a group of one": (group(add.s(1, 1)), [2]),
+        "an empty group": (group([]), []),
+        "a chord with an empty header": (chord([], collect.s()), []),
+        "a chain ending in a chord whose header holds a group": (
+            chain(add.s(1, 1), chord([group(double.s(), double.s()), double.s()], collect.s())),
+            [4, 4, 4],
+        ),
+        "a group with a failing member": (group(add.s(1, 1), fail.s("x")), "ValueError('x')"),
+        "link_error on a header task": (
+            chord([add.s(1, 1), fail.s("y").on_error(errback)], collect.s()),
+            "ValueError('y')",
+        ),
+        "link_error on the body": (chord([add.s(1, 1)], fail.si("z").on_error(errback)), "ValueError('z')"),
+        "link_error on a chain step": (chain(add.s(1, 1), fail.s().on_error(errback), double.s()), "ValueError(2)"),
+    }
+
+
+def _outcome(workflow: Any) -> Any:
+    try:
+        return workflow.apply_async().get(timeout=8)
+    except Exception as exc:
+        return repr(exc)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_adversarial_canvas_shapes_give_what_redis_gives_on_the_embedded_pair(concurrency: int) -> None:
+    with Harness(default_config(concurrency=concurrency)) as h:
+        shapes = _adversarial(h.app)
+        observed = {name: _outcome(workflow) for name, (workflow, _) in shapes.items()}
+    assert observed == {name: expected for name, (_, expected) in shapes.items()}
+
+
+@pytest.mark.real_broker
+def test_the_adversarial_shapes_oracle_is_what_real_redis_gives() -> None:
+    from .test_real_brokers import REAL_BROKERS, need
+
+    need(REAL_BROKERS[0])
+    with Harness(default_config(broker=REAL_BROKERS[0], concurrency=1)) as h:
+        shapes = _adversarial(h.app)
+        observed = {name: _outcome(workflow) for name, (workflow, _) in shapes.items()}
+    assert observed == {name: expected for name, (_, expected) in shapes.items()}

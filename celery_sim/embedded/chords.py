@@ -46,9 +46,10 @@ class RedisStyleChords:
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
         backend: Any = self
         with self.store.cond:
-            # Reapplying a frozen chord reuses its group id, but is a new run (as on Redis).
-            for suffix in (".c", ".d", ".j", ".t"):
-                self.store.data.pop(backend.get_key_for_group(group_id, suffix), None)
+            # Reapplying a frozen chord reuses its group id, but is a new run: its claim goes (as on
+            # Redis). Its parts stay: Celery sets the size just before sending the last header task,
+            # after the others, which may have returned already.
+            self.store.data.pop(backend.get_key_for_group(group_id, ".c"), None)
             self.store.data[backend.get_key_for_group(group_id, ".s")] = int(chord_size)
             self.store._changed()
 

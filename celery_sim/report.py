@@ -158,7 +158,9 @@ def _render_table(console: Console, report: RunReport) -> None:
         for note in _notes(result, colour):
             table.add_row(f"  {note}", "", "", "")
         for check in result.checks:
-            ok_mark, ok_colour = STYLE[Status.PASSED if check.passed else Status.FAILED]
+            ok_mark, ok_colour = STYLE[
+                Status.SKIPPED if check.skipped else Status.PASSED if check.passed else Status.FAILED
+            ]
             table.add_row(
                 f"  {escape(check.name)}",
                 escape(_text(check.expected)),

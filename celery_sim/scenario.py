@@ -71,6 +71,8 @@ class Check:
     passed: bool
     expected: Any
     observed: Any
+    #: A check that cannot apply here (its reason is the observed value): shown, never failed.
+    skipped: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,7 @@ class Check:
             "passed": self.passed,
             "expected": jsonable(self.expected),
             "observed": jsonable(self.observed),
+            "skipped": self.skipped,
         }
 
 
@@ -201,6 +204,10 @@ class Context:
         ok = (observed == expected) if passed is None else bool(passed)
         self.checks.append(Check(name, ok, expected, observed))
         return ok
+
+    def skip_check(self, name: str, expected: Any, reason: str) -> None:
+        """Record a check that cannot apply here, with the reason: visible, never silently absent."""
+        self.checks.append(Check(name, True, expected, f"not checked: {reason}", skipped=True))
 
     def events(self, task_id: str | None = None, kinds: Iterable[str] | None = None) -> list[Event]:
         """Timeline events since this scenario started."""

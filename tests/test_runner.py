@@ -156,7 +156,7 @@ def test_json_report_has_the_documented_keys() -> None:
     (scenario,) = data["scenarios"]  # type: ignore[misc]
     assert set(scenario) == {"name", "family", "status", "duration_s", "checks", "diagnosis", "warnings", "difference"}
     assert scenario["family"] == "test"
-    assert scenario["checks"] == [{"name": "add", "passed": True, "expected": 3, "observed": 3}]
+    assert scenario["checks"] == [{"name": "add", "passed": True, "expected": 3, "observed": 3, "skipped": False}]
     assert data["summary"] == {"passed": 1, "failed": 0, "timeout": 0, "skipped": 0, "error": 0}
 
 

@@ -98,7 +98,14 @@ def send_task(ctx: Context) -> None:
     # A typo in the name is not caught by the caller: it gets an id. The worker finds no such task,
     # drops the message and stores a FAILURE with NotRegistered, which get() raises.
     typo = ctx.app.send_task("demos.calling.ad", args=(4, 5), queue=ctx.queue("default"))
-    ctx.check("a misspelled name still returns an id to the caller", True, bool(typo.id))
+    ctx.check(
+        "a misspelled name still returns a task id to the caller, and publishes the message",
+        (True, "demos.calling.ad"),
+        (
+            isinstance(typo.id, str) and len(typo.id) == 36,
+            getattr(ctx.timeline.first(typo.id, "published"), "name", None),
+        ),
+    )
     try:
         ctx.wait(typo)
         raised = "nothing"

@@ -145,6 +145,12 @@ def chord_scenario(ctx: Context) -> None:
         )
     elif concurrency == 1:
         ctx.check("header ran one at a time and finished in header order (concurrency 1)", header_ids, finished)
+    else:  # some in parallel, some after: the order depends on which slot frees first
+        ctx.skip_check(
+            "header finishing order",
+            "reverse order (all in parallel) or header order (one slot)",
+            f"with concurrency {concurrency} < {len(header_ids)} header tasks the order depends on which slot frees first",
+        )
     ctx.check("the callback ran once", 1, len(ctx.events(result.id, ["started"])))
     published = {e.name for e in ctx.events(kinds=["published"])}
     observed = UNLOCK_TASK if "celery.chord_unlock" in published else BACKEND_COUNTER

@@ -132,6 +132,20 @@ def backoff(ctx: Context) -> None:
     with ctx.time_scale(SCALE / 10):
         jittered = _send(ctx, call_api_jittered, "/orders")
     state, raised = ctx.outcome(jittered)
+    # Full jitter draws each countdown from [0, cap]: a wrong cap can pass the window check by
+    # chance, so the policy Celery's autoretry reads from the task is pinned to the defaults too.
+    # (Read as Celery's autoretry reads them: the task's options, else its defaults.)
+    task = ctx.app.tasks[call_api_jittered.name]
+    ctx.check(
+        "the jittered task runs with Celery's defaults: retry_backoff=True (factor 1), retry_backoff_max=600, "
+        "retry_jitter=True",
+        (True, 600, True),
+        (
+            getattr(task, "retry_backoff", False),
+            getattr(task, "retry_backoff_max", 600),
+            getattr(task, "retry_jitter", True),
+        ),
+    )
     caps = [min(600, 2**n) for n in range(10)]
     # A jittered countdown of 0 is sent with no ETA at all (Celery drops a zero countdown).
     got = [c or 0.0 for c in ctx.timeline.countdowns(jittered.id)]

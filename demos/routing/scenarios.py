@@ -64,9 +64,11 @@ def unconsumed_queue(ctx: Context) -> None:
     guarded = ctx.guard(result, timeout=wait_s)
     ctx.check("get() does not return: the guard ends the wait", True, guarded.timed_out)
     # Celery's Redis result backend waits in whole seconds: get(timeout=0.3) returns after ~1 s.
-    bound = wait_s + 1.0
+    # Elsewhere the wait ends at its deadline, give or take a loaded machine's scheduling.
+    redis_results = str(ctx.app.conf.result_backend or "").startswith(("redis", "rediss"))
+    bound = wait_s + (1.0 if redis_results else 0.2)
     ctx.check(
-        "the wait ended at its deadline (+1 s on Redis results)",
+        "the wait ended at its deadline" + (" (+1 s: Redis results)" if redis_results else ""),
         f"<= {bound:g} s",
         round(guarded.waited_s, 3),
         passed=guarded.waited_s <= bound,

@@ -65,11 +65,18 @@ def soft_limit(ctx: Context) -> None:
         (state, value.get("status") if isinstance(value, dict) else value),
     )
     elapsed = value.get("elapsed") if isinstance(value, dict) else None
+    # The task's own clock starts a little after the pool's timer (measured 0.284-0.293 s of a 0.3 s
+    # limit, quiet or loaded); the window keeps 0.1 s for a loaded machine and excludes 0.45 s.
     ctx.check(
         f"prefork: interrupted at the soft limit ({SOFT_LIMIT_S:g} s, of 0.5 s of work)",
-        f"{SOFT_LIMIT_S:g}..{SOFT_LIMIT_S + 0.3:g} s",
+        f"{SOFT_LIMIT_S - 0.05:g}..{SOFT_LIMIT_S + 0.1:g} s",
         None if elapsed is None else round(elapsed, 3),
-        passed=elapsed is not None and SOFT_LIMIT_S - 0.05 <= elapsed <= SOFT_LIMIT_S + 0.3,
+        passed=elapsed is not None and SOFT_LIMIT_S - 0.05 <= elapsed <= SOFT_LIMIT_S + 0.1,
+    )
+    ctx.check(
+        "the soft_time_limit the task declares is the 0.3 s this scenario teaches",
+        0.3,
+        pf.app.tasks[resize_images.name].soft_time_limit,
     )
     state, value = ctx.outcome(companion)
     elapsed = value.get("elapsed", 0.0) if isinstance(value, dict) else 0.0
@@ -101,11 +108,18 @@ def hard_limit(ctx: Context) -> None:
     )
     started, failed = ctx.timeline.first(result.id, "started"), ctx.timeline.first(result.id, "failed")
     ran = failed.at - started.at if started and failed else None
+    # Measured 0.403-0.411 s for a 0.4 s limit: the window keeps 0.15 s for a loaded machine and
+    # excludes 0.6 s, so a limit set wrong (0.6, 0.8) fails here.
     ctx.check(
         f"prefork: killed at the hard limit ({HARD_LIMIT_S:g} s, of 2 s of work)",
-        f"{HARD_LIMIT_S:g}..{HARD_LIMIT_S + 0.5:g} s",
+        f"{HARD_LIMIT_S - 0.01:g}..{HARD_LIMIT_S + 0.15:g} s",
         None if ran is None else round(ran, 3),
-        passed=ran is not None and HARD_LIMIT_S - 0.01 <= ran <= HARD_LIMIT_S + 0.5,
+        passed=ran is not None and HARD_LIMIT_S - 0.01 <= ran <= HARD_LIMIT_S + 0.15,
+    )
+    ctx.check(
+        "the time_limit the task declares is the 0.4 s this scenario teaches",
+        0.4,
+        pf.app.tasks[crunch_numbers.name].time_limit,
     )
     progress = ctx.timeline.first(result.id, "progress")
     killed = int(progress.data["meta"]["pid"]) if progress else None

@@ -136,6 +136,10 @@ def celery_call(ctx: Context) -> None:
     celery_call_command.main(args=args, obj=cli, standalone_mode=False)
     printed = " ".join(cli.output).strip()
     ctx.check("prints a task id, not the task's result", "a task id (UUID)", printed, passed=_is_uuid(printed))
+    sent = ctx.timeline.first(printed, "published") if _is_uuid(printed) else None
+    ctx.check("the task was sent to the broker", True, sent is not None)
+    if sent is None:
+        return  # it ran (if at all) in the terminal: nothing to wait for
     result = AsyncResult(printed, app=ctx.app)
     info = ctx.wait(result)
     _ran_on_main(ctx, "the task ran on a worker, not in the terminal", printed)

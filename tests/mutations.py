@@ -1,0 +1,124 @@
+"""Configure functions that break one behaviour of the demo app each (used by tests/test_mutations.py).
+
+Top-level functions of an importable module: worker processes (the prefork scenarios) rebuild the
+app from them. Each applies the demos' configuration, then changes one thing.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+
+from celery_sim.namespace import Namespace
+from demos.config import configure as demo_configure
+
+
+def _finalized(app: Celery, ns: Namespace) -> None:
+    demo_configure(app, ns)
+    app.finalize()
+
+
+def _dropping(app: Celery, task: str, *options: str) -> None:
+    """``task``'s apply_async ignores ``options`` (as if the caller had not given them)."""
+    target: Any = app.tasks[task]
+    original = target.apply_async
+
+    def apply_async(args: Any = None, kwargs: Any = None, **given: Any) -> Any:
+        for option in options:
+            given.pop(option, None)
+        return original(args, kwargs, **given)
+
+    target.apply_async = apply_async
+
+
+def body_in_another_thread(app: Celery, ns: Namespace) -> None:
+    _finalized(app, ns)
+    task: Any = app.tasks["demos.calling.whoami"]
+    original = task.run
+
+    def run(tag: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: out.update(original(tag)), name="mutation-thread")
+        thread.start()
+        thread.join(5)
+        return out
+
+    task.run = run
+
+
+def apply_publishes(app: Celery, ns: Namespace) -> None:
+    _finalized(app, ns)
+    task: Any = app.tasks["demos.calling.whoami"]
+    task.apply = task.apply_async
+
+
+def queue_option_ignored(app: Celery, ns: Namespace) -> None:
+    _finalized(app, ns)
+    _dropping(app, "demos.calling.whoami", "queue")
+
+
+def typo_registered(app: Celery, ns: Namespace) -> None:
+    demo_configure(app, ns)
+
+    def ad(x: int, y: int) -> int:
+        return x + y
+
+    app.task(name="demos.calling.ad", shared=False)(ad)
+
+
+def send_task_runs_locally(app: Celery, ns: Namespace) -> None:
+    _finalized(app, ns)
+    target: Any = app
+
+    def send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        return app.tasks[name].apply(args, kwargs)
+
+    target.send_task = send_task
+
+
+def quick_tasks_routed_to_slow_queue(app: Celery, ns: Namespace) -> None:
+    demo_configure(app, ns)
+    routes = dict(app.conf.task_routes)
+    routes["demos.routing.quick_task"] = routes["demos.routing.slow_report"]
+    app.conf.task_routes = routes
+
+
+def report_returns_at_once(app: Celery, ns: Namespace) -> None:
+    _finalized(app, ns)
+    task: Any = app.tasks["demos.timing.generate_report"]
+    task.run = lambda seconds: "report ready"
+
+
+def countdown_and_eta_ignored(app: Celery, ns: Namespace) -> None:
+    _finalized(app, ns)
+    _dropping(app, "demos.timing.stamp", "countdown", "eta")
+
+
+def expires_ignored(app: Celery, ns: Namespace) -> None:
+    _finalized(app, ns)
+    _dropping(app, "demos.timing.sleep_for", "expires")
+
+
+def revoke_not_sent(app: Celery, ns: Namespace) -> None:
+    _finalized(app, ns)
+    control: Any = app.control
+    control.revoke = lambda *args, **kwargs: []
+
+
+def no_task_routes(app: Celery, ns: Namespace) -> None:
+    demo_configure(app, ns)
+    app.conf.task_routes = {}
+
+
+def autoretry_gives_up_after_two(app: Celery, ns: Namespace) -> None:
+    """max_retries=2 where Celery's autoretry reads it (the decorator's retry_kwargs are captured)."""
+    _finalized(app, ns)
+    task: Any = app.tasks["demos.retries.sync_inventory"]
+    original = task.retry
+
+    def retry(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **{**kwargs, "max_retries": 2})
+
+    task.retry = retry

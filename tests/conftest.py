@@ -2,16 +2,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from celery import signals
+from celery import Celery, signals
 from hypothesis import HealthCheck, settings
 
 from celery_sim.catalog import default_config, load_catalog
 from celery_sim.embedded import memory, results
 from celery_sim.embedded.fakeredis_server import live_servers
-from celery_sim.harness import Harness
+from celery_sim.harness import Harness, HarnessConfig
+from celery_sim.namespace import Namespace
 from celery_sim.process_worker import live_processes
 from celery_sim.recorder import task_published, task_state_updated
 
@@ -62,6 +64,19 @@ def nothing_leaks() -> Iterator[None]:
     assert live_servers() == [], "fakeredis server left running"
     assert live_processes() == [], "worker process left running"
     assert [len(s.receivers) for s in WATCHED_SIGNALS] == receivers_before, "signal receivers left connected"
+
+
+def with_tasks(tasks: dict[str, Callable[..., Any]], **config: Any) -> HarnessConfig:
+    """The demos' configuration plus ``tasks`` (name -> function), registered on each run's app only."""
+    demo_configure = default_config().configure
+    assert demo_configure is not None
+
+    def configure(app: Celery, ns: Namespace) -> None:
+        demo_configure(app, ns)
+        for name, fn in tasks.items():
+            app.task(name=name, shared=False)(fn)
+
+    return default_config(configure=configure, **config)
 
 
 @pytest.fixture

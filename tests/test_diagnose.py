@@ -5,14 +5,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from celery import Celery, chain, chord, group
+from celery import chain, chord, group
 
 from celery_sim.catalog import default_config
 from celery_sim.diagnose import diagnose_pending, diagnose_result, diagnose_task
 from celery_sim.harness import Harness
-from celery_sim.namespace import Namespace
 from demos.calling.tasks import add
 from demos.routing.tasks import nightly_export
+
+from .conftest import with_tasks
 
 
 def test_a_task_in_a_queue_nobody_consumes(harness: Harness) -> None:
@@ -37,18 +38,11 @@ def test_a_disabled_result_backend() -> None:
 
 def test_a_task_still_running() -> None:
     release = threading.Event()
-    demo_configure = default_config().configure
-    assert demo_configure is not None
 
-    def configure(app: Celery, ns: Namespace) -> None:
-        demo_configure(app, ns)
+    def blocking() -> None:
+        release.wait(10)
 
-        def blocking() -> None:
-            release.wait(10)
-
-        app.task(name="test.blocking")(blocking)  # registered before the worker starts
-
-    with Harness(default_config(configure=configure)) as h:
+    with Harness(with_tasks({"test.blocking": blocking})) as h:
         try:
             result = h.app.tasks["test.blocking"].delay()
             assert h.timeline.wait_for(lambda e: e.task_id == result.id and e.kind == "started", timeout=5)
@@ -98,19 +92,12 @@ def test_a_task_the_worker_ended_but_the_backend_says_retry(harness: Harness) ->
 def holding() -> Iterator[tuple[Harness, threading.Event]]:
     """A harness with task ``test.hold(value)``, which returns ``value`` once the event is set."""
     release = threading.Event()
-    demo_configure = default_config().configure
-    assert demo_configure is not None
 
-    def configure(app: Celery, ns: Namespace) -> None:
-        demo_configure(app, ns)
+    def hold(value: int) -> int:
+        release.wait(10)
+        return value
 
-        def hold(value: int) -> int:
-            release.wait(10)
-            return value
-
-        app.task(name="test.hold", shared=False)(hold)
-
-    with Harness(default_config(configure=configure)) as h:
+    with Harness(with_tasks({"test.hold": hold})) as h:
         try:
             yield h, release
         finally:
@@ -166,18 +153,11 @@ def test_a_chord_cut_short_counts_the_header_results_its_callback_waits_for(
 
 def test_a_task_queued_behind_busy_slots_names_what_occupies_them() -> None:
     release = threading.Event()
-    demo_configure = default_config().configure
-    assert demo_configure is not None
 
-    def configure(app: Celery, ns: Namespace) -> None:
-        demo_configure(app, ns)
+    def hold() -> None:
+        release.wait(10)
 
-        def hold() -> None:
-            release.wait(10)
-
-        app.task(name="test.hold", shared=False)(hold)
-
-    with Harness(default_config(configure=configure, concurrency=1)) as h:
+    with Harness(with_tasks({"test.hold": hold}, concurrency=1)) as h:
         try:
             first = h.app.tasks["test.hold"].delay()
             _started(h, first)

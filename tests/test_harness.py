@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 import pytest
 from celery import Celery
@@ -15,6 +14,8 @@ from celery_sim.harness import Harness
 from celery_sim.worker import EmbeddedWorker, PromptTimer
 from demos.calling.tasks import add
 from demos.routing.tasks import nightly_export
+
+from .conftest import with_tasks
 
 
 def test_a_task_makes_a_round_trip_through_the_embedded_worker(harness: Harness) -> None:
@@ -163,18 +164,11 @@ def test_a_requeued_message_is_marked_redelivered_where_celery_reads_it(harness:
 
 def test_a_stuck_pool_thread_is_diagnosed_and_the_harness_still_stops_within_its_bound() -> None:
     release = threading.Event()
-    demo_configure = default_config().configure
-    assert demo_configure is not None
 
-    def configure(app: Celery, ns: Any) -> None:
-        demo_configure(app, ns)
+    def stuck() -> None:
+        release.wait(30)
 
-        def stuck() -> None:
-            release.wait(30)
-
-        app.task(name="test.stuck", shared=False)(stuck)
-
-    h = Harness(default_config(configure=configure, stop_timeout=0.5))
+    h = Harness(with_tasks({"test.stuck": stuck}, stop_timeout=0.5))
     h.start()
     try:
         result = h.app.tasks["test.stuck"].delay()

@@ -380,6 +380,12 @@ class Harness:
         finally:
             conf[timewarp.CONF_KEY] = previous
 
+    def drain(self, timeout: float = 10.0, *, fail_fast: bool = True) -> None:
+        """Wait until every task this run published has ended (see :func:`celery_sim.drain.drain`)."""
+        from .drain import drain
+
+        drain(self, timeout, fail_fast=fail_fast)
+
     def queue(self, name: str) -> str:
         """This run's name for logical queue ``name``."""
         return self.ns.queue(name)

@@ -59,3 +59,41 @@ def test_the_code_passes_the_linter_and_the_formatter() -> None:
             [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
         )
         assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_the_public_names_are_pinned_and_each_resolves() -> None:
+    import celery_sim
+
+    assert celery_sim.__all__ == [
+        "BrokerError",
+        "CelerySimError",
+        "Check",
+        "Context",
+        "DrainTimeout",
+        "Event",
+        "Harness",
+        "HarnessConfig",
+        "HarnessError",
+        "MissingModuleError",
+        "RunReport",
+        "Runner",
+        "ScenarioResult",
+        "SkipScenario",
+        "Status",
+        "Timeline",
+        "UsageError",
+        "WaitTimeout",
+        "WorkerError",
+        "diagnose_result",
+        "drain",
+        "scenario",
+    ]
+    for name in celery_sim.__all__:
+        assert getattr(celery_sim, name) is not None
+    assert celery_sim.Harness.__module__ == "celery_sim.harness"
+
+
+def test_importing_the_package_does_not_import_celery() -> None:
+    code = "import sys, celery_sim; print('celery' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert completed.stdout.strip() == "False"

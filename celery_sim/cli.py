@@ -344,6 +344,65 @@ def clean_command(
     console.print(f"{'Would remove' if dry_run else 'Removed'} {total} item(s) of {scope}.")
 
 
+@cli.command("bench")
+@click.option(
+    "--quick", is_flag=True, help="A short run (N = 100 and 1,000, up to 100 round trips, 1 s budget per figure)."
+)
+@click.option(
+    "--setups",
+    metavar="NAMES",
+    help="Comma-separated set-ups (default: all): memory, fakeredis, redis, amqp, celery-test-worker, "
+    "celery-test-worker-tuned, dramatiq-stub.",
+)
+@click.option(
+    "--cap",
+    type=float,
+    callback=_positive,
+    default=240.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time cap per set-up; one that exceeds it is reported as hung.",
+)
+@click.option(
+    "--json", "json_path", callback=_json_path, metavar="PATH", help="Also write the figures as JSON to PATH."
+)
+def bench_command(quick: bool, setups: str | None, cap: float, json_path: Path | None) -> None:
+    """Measure round trips through each set-up side by side, each in its own process.
+
+    Ready, p50/p99 of one delay().get(), µs per task with N sent at once (N = 100, 1,000, 10,000),
+    CPU while idle, stop, and memory per 1,000 tasks; ratios against the default mode. Set-ups that
+    cannot run here (a broker down, Dramatiq not installed) are listed with the reason.
+    """
+    import json as json_module
+    from dataclasses import asdict
+
+    from .bench import SETUPS, run_bench
+    from .report import render_bench
+
+    chosen = [name.strip() for name in setups.split(",")] if setups else list(SETUPS)
+    unknown = [name for name in chosen if name not in SETUPS]
+    if unknown:
+        _fail_usage(f"unknown set-up(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(SETUPS)}")
+    sizes = [100, 1000] if quick else [100, 1000, 10000]
+    samples, budget = (100, 1.0) if quick else (500, 20.0)
+    console = Console(highlight=False)
+    console.print(f"[bold]celery_sim bench[/]: {len(chosen)} set-up(s), N = {', '.join(f'{n:,}' for n in sizes)}")
+    found = run_bench(
+        chosen,
+        sizes,
+        samples,
+        budget,
+        min(cap, 60.0) if quick else cap,
+        lambda f: console.print(f"  {f.setup}: " + ("done" if f.error is None else escape(f.error))),
+    )
+    render_bench(console, found, sizes)
+    if json_path is not None:
+        tmp = json_path.with_name(json_path.name + ".tmp")
+        tmp.write_text(json_module.dumps({"sizes": sizes, "setups": [asdict(f) for f in found]}, indent=2) + "\n")
+        tmp.replace(json_path)
+        console.print(f"JSON written to {json_path}")
+
+
 def _fail_usage(message: str) -> None:
     click.echo(f"Error: {mask_url(message)}", err=True)
     sys.exit(EXIT_USAGE)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,15 @@ from .runner import RunReport
 from .scenario import Registry, Scenario, ScenarioResult, Status
 from .timeline import ATTEMPT_END_KINDS, Event
 
-__all__ = ["LiveReporter", "render_catalog", "render_matrix", "render_report", "render_timeline", "write_json"]
+__all__ = [
+    "LiveReporter",
+    "render_bench",
+    "render_catalog",
+    "render_matrix",
+    "render_report",
+    "render_timeline",
+    "write_json",
+]
 
 STYLE = {
     Status.PASSED: ("✔", "green"),
@@ -310,3 +318,56 @@ def render_matrix(console: Console, matrix: Matrix) -> None:
             f"[bold green]SAME VERDICTS[/] on {', '.join(c.label for c in reachable)}: "
             "every scenario passes on each broker, but for the declared differences above"
         )
+
+
+def _figure(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+#: Short column names for the bench's set-ups (the legend is printed under the table).
+_SHORT = {
+    "fakeredis": "fakered.",
+    "celery-test-worker": "ctw",
+    "celery-test-worker-tuned": "ctw-tun.",
+    "dramatiq-stub": "dramatiq",
+}
+
+
+def render_bench(console: Console, found: Sequence[Any], sizes: Sequence[int]) -> None:
+    """The bench's figures, one column per set-up, with each against the default mode (memory):
+    ``x 2.5`` under a figure means 2.5 times the default's (slower where lower is better)."""
+    ran = [f for f in found if f.p50_ms is not None]
+    base = next((f for f in ran if f.setup == "memory"), None)
+    table = Table(title="bench: delay().get() round trips; N tasks sent at once (every result checked)", padding=(0, 1))
+    table.add_column("figure", no_wrap=True)
+    for figures in ran:
+        table.add_column(_SHORT.get(figures.setup, figures.setup), justify="right", no_wrap=True)
+
+    def row(label: str, pick: Callable[[Any], float | None], fmt: str, ratio: bool = False) -> None:
+        cells = [_figure(pick(f), fmt) for f in ran]
+        table.add_row(label, *cells)
+        mine = pick(base) if base is not None else None
+        if ratio and mine:
+            table.add_row("", *[f"[dim]x{theirs / mine:.2f}[/]" if (theirs := pick(f)) else "" for f in ran])
+
+    row("ready s", lambda f: f.ready_s, ".3f")
+    row("p50 ms", lambda f: f.p50_ms, ".2f", ratio=True)
+    row("p99 ms", lambda f: f.p99_ms, ".2f", ratio=True)
+    for n in sizes:
+
+        def per_task(f: Any, key: str = str(n)) -> float | None:
+            value: float | None = f.per_task_us.get(key)
+            return value
+
+        row(f"µs/task {n:,}", per_task, ",.0f", ratio=True)
+    row("idle CPU s/2s", lambda f: f.idle_cpu_s_per_2s, ".4f")
+    row("stop s", lambda f: f.stop_s, ".3f")
+    row("MiB/1k tasks", lambda f: f.rss_mib_per_1000, ".1f")
+    console.print(table)
+    console.print(
+        "[dim]xN: N times the default mode's figure (memory). ctw: Celery's own test worker "
+        "(celery.contrib.testing.worker.start_worker), defaults; ctw-tun.: polling every 1 ms.[/]"
+    )
+    for figures in found:
+        for note in ([figures.error] if figures.error else []) + figures.notes:
+            console.print(f"[yellow]{figures.setup}:[/] {escape(note)}")

@@ -1,0 +1,256 @@
+"""The benchmark: the same round trips through each set-up, side by side, each in its own process.
+
+Set-ups: celery_sim's embedded brokers, each reachable real broker (embedded thread worker), and
+Celery's own test worker (``celery.contrib.testing.worker.start_worker``) with its defaults and
+tuned, plus Dramatiq's StubBroker when it is installed. Each runs in a fresh interpreter under a
+time cap, so one that hangs is reported as such and the others are not disturbed. Every result is
+checked. Figures: time to ready, p50/p99 of one ``delay().get()``, cost per task when N are sent
+at once, CPU used while idle, time to stop, and memory (RSS) per 1,000 tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from time import monotonic
+from typing import Any
+
+__all__ = ["SETUPS", "Figures", "measure", "run_bench"]
+
+#: How long the bench lets a set-up idle to measure its CPU use (reported per 2 s).
+IDLE_S = 1.0
+Sender = Callable[[int], Any]  # add(i, i), returns something whose .get(timeout) gives 2 * i
+
+
+@dataclass
+class Figures:
+    setup: str
+    ready_s: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    #: N -> microseconds per task when N are sent at once, then all their results read.
+    per_task_us: dict[str, float] = field(default_factory=dict)
+    idle_cpu_s_per_2s: float | None = None
+    stop_s: float | None = None
+    rss_mib_per_1000: float | None = None
+    error: str | None = None
+    #: What was cut short to keep within the time budget (slow set-ups).
+    notes: list[str] = field(default_factory=list)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextmanager
+def _harness(broker: str) -> Iterator[Sender]:
+    from .catalog import default_config, load_catalog
+    from .harness import Harness
+
+    load_catalog()
+    with Harness(default_config(broker=broker, concurrency=2)) as h:
+        add = h.app.tasks["demos.calling.add"]
+        yield lambda i: add.delay(i, i)
+
+
+@contextmanager
+def _celery_test_worker(tuned: bool) -> Iterator[Sender]:
+    from celery import Celery
+    from celery.contrib.testing.worker import start_worker
+
+    app = Celery("bench", broker="memory://", backend="cache+memory://", set_as_current=False)
+    if tuned:
+        app.conf.broker_transport_options = {"polling_interval": 0.001}
+    import celery.contrib.testing.tasks  # noqa: F401  # its ping task, which start_worker sends
+
+    @app.task(name="bench.add", shared=False)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=True, shutdown_timeout=30):
+        if tuned:  # the caller polls the result backend every 1 ms too (Celery's default: 0.5 s)
+            yield lambda i: _Polled(add.delay(i, i))
+        else:
+            yield lambda i: add.delay(i, i)
+
+
+class _Polled:
+    def __init__(self, result: Any) -> None:
+        self._result = result
+
+    def get(self, timeout: float) -> Any:
+        return self._result.get(timeout=timeout, interval=0.001)
+
+
+class _Done:
+    """What a Dramatiq actor call returns here: ``get()`` joins the stub broker's queue."""
+
+    def __init__(self, broker: Any, worker: Any, value: int) -> None:
+        self._broker, self._worker, self._value = broker, worker, value
+
+    def get(self, timeout: float) -> int:
+        self._broker.join("default", timeout=int(timeout * 1000))
+        self._worker.join()
+        return self._value
+
+
+@contextmanager
+def _dramatiq() -> Iterator[Sender]:
+    import dramatiq
+    from dramatiq.brokers.stub import StubBroker
+
+    broker = StubBroker()
+    seen: list[int] = []
+
+    @dramatiq.actor(broker=broker, queue_name="default")  # type: ignore[untyped-decorator]  # optional, untyped
+    def add(x: int, y: int) -> None:
+        seen.append(x + y)
+
+    worker = dramatiq.Worker(broker, worker_threads=2)
+    worker.start()
+    try:
+        yield lambda i: (add.send(i, i), _Done(broker, worker, 2 * i))[1]
+    finally:
+        worker.stop()
+
+
+#: name -> (what it is, how to start it)
+SETUPS: dict[str, tuple[str, Callable[[], Any]]] = {
+    "memory": ("celery_sim default: embedded memory broker, thread worker", lambda: _harness("memory")),
+    "fakeredis": ("celery_sim: embedded fakeredis broker", lambda: _harness("fakeredis")),
+    "redis": ("celery_sim: real Redis 127.0.0.1:6379, thread worker", lambda: _harness("redis://127.0.0.1:6379/0")),
+    "amqp": (
+        "celery_sim: real RabbitMQ 127.0.0.1:5672, thread worker",
+        lambda: _harness("amqp://guest:guest@127.0.0.1:5672//"),
+    ),
+    "celery-test-worker": (
+        "Celery's start_worker, defaults (memory://, 1 s polling)",
+        lambda: _celery_test_worker(False),
+    ),
+    "celery-test-worker-tuned": ("Celery's start_worker, polling_interval 1 ms", lambda: _celery_test_worker(True)),
+    "dramatiq-stub": ("Dramatiq's StubBroker + join (if installed)", _dramatiq),
+}
+
+
+def measure(setup: str, sizes: Sequence[int], samples: int, budget_s: float, idle_s: float = IDLE_S) -> Figures:
+    """Every figure of ``setup``, in this process (the bench runs each in its own).
+
+    A slow set-up is sampled for at most ``budget_s`` (at least 3 round trips), and an N whose
+    batch would take longer than that, judged by the N before it, is skipped with a note.
+    """
+    figures = Figures(setup)
+    started = monotonic()
+    context = SETUPS[setup][1]()
+    send = context.__enter__()
+    figures.ready_s = monotonic() - started
+    try:
+        latencies: list[float] = []
+        until = monotonic() + budget_s
+        while len(latencies) < samples and (len(latencies) < 3 or monotonic() < until):
+            i = len(latencies)
+            t0 = monotonic()
+            value = send(i).get(timeout=30)
+            latencies.append(monotonic() - t0)
+            if value != 2 * i:
+                raise AssertionError(f"add({i}, {i}) gave {value!r}")
+        if len(latencies) < samples:
+            figures.notes.append(f"{len(latencies)} round trips (of {samples}) within the {budget_s:g} s budget")
+        latencies.sort()
+        figures.p50_ms = statistics.median(latencies) * 1000
+        figures.p99_ms = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+        previous: float | None = None
+        for n in sizes:
+            if previous is not None and previous * n / 1e6 > budget_s:
+                figures.notes.append(f"N={n:,} skipped: about {previous * n / 1e6:.0f} s at the cost of N before it")
+                continue
+            rss = _rss_mib()
+            t0 = monotonic()
+            results = [send(i) for i in range(n)]
+            values = [r.get(timeout=max(30.0, 4 * budget_s)) for r in results]
+            previous = figures.per_task_us[str(n)] = (monotonic() - t0) / n * 1e6
+            if values != [2 * i for i in range(n)]:
+                raise AssertionError(f"wrong results at N={n}")
+            if n == 1000:
+                figures.rss_mib_per_1000 = _rss_mib() - rss
+            del results, values
+        cpu = time.process_time()
+        time.sleep(idle_s)  # the subject: what the set-up costs while nothing happens
+        figures.idle_cpu_s_per_2s = (time.process_time() - cpu) * 2.0 / idle_s
+    finally:
+        t0 = monotonic()
+        context.__exit__(None, None, None)
+        figures.stop_s = monotonic() - t0
+    return figures
+
+
+def _available(setup: str) -> str | None:
+    """Why ``setup`` cannot run here, or None."""
+    if setup == "dramatiq-stub":
+        try:
+            import dramatiq  # noqa: F401
+        except ImportError:
+            return "dramatiq is not installed (pip install dramatiq to include it)"
+    if setup in ("redis", "amqp"):
+        from .brokers import resolve_broker
+        from .errors import BrokerError
+
+        url = "redis://127.0.0.1:6379/0" if setup == "redis" else "amqp://guest:guest@127.0.0.1:5672//"
+        try:
+            resolve_broker(url).preflight(timeout=2)
+        except BrokerError as exc:
+            return str(exc)
+    return None
+
+
+def run_bench(
+    setups: Sequence[str],
+    sizes: Sequence[int],
+    samples: int,
+    budget_s: float,
+    cap_s: float,
+    on_done: Callable[[Figures], None],
+) -> list[Figures]:
+    """Measure each set-up in a fresh interpreter, at most ``cap_s`` seconds each."""
+    found = []
+    for setup in setups:
+        why = _available(setup)
+        if why is not None:
+            figures = Figures(setup, error=f"not run: {why}")
+        else:
+            args = [sys.executable, "-m", __name__, setup, ",".join(map(str, sizes)), str(samples), str(budget_s)]
+            try:
+                done = subprocess.run(args, capture_output=True, text=True, timeout=cap_s, check=False)
+                last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+                figures = Figures(**json.loads(last)) if last.startswith("{") else Figures(setup)
+                if done.returncode != 0 or not last.startswith("{"):
+                    figures.error = f"exit {done.returncode}: {done.stderr.strip()[-300:] or 'no output'}"
+            except subprocess.TimeoutExpired:
+                figures = Figures(setup, error=f"did not finish within its cap of {cap_s:g} s (hung or too slow)")
+        on_done(figures)
+        found.append(figures)
+    return found
+
+
+def _main(argv: list[str]) -> None:
+    setup, sizes, samples, budget_s = argv[0], [int(n) for n in argv[1].split(",") if n], int(argv[2]), float(argv[3])
+    # Imports first: "ready" is the time a set-up takes to start, not Python's to import Celery.
+    import celery.contrib.testing.worker  # noqa: F401
+
+    from .catalog import load_catalog
+    from .harness import Harness  # noqa: F401
+
+    load_catalog()
+    figures = measure(setup, sizes, samples, budget_s, idle_s=min(IDLE_S, budget_s))
+    sys.stdout.write(json.dumps(asdict(figures)) + "\n")
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -1,0 +1,66 @@
+"""The benchmark runs and reports every figure (smoke test: no figure is asserted, as principle 5 asks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+FIGURES = {
+    "ready_s",
+    "p50_ms",
+    "p99_ms",
+    "per_task_us",
+    "idle_cpu_s_per_2s",
+    "stop_s",
+    "rss_mib_per_1000",
+    "error",
+    "notes",
+}
+
+
+def test_bench_quick_measures_each_set_up_and_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "celery_sim",
+            "bench",
+            "--quick",
+            "--setups",
+            "memory,celery-test-worker-tuned,dramatiq-stub",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    data = json.loads(out.read_text())
+    assert data["sizes"] == [100, 1000]
+    by_setup = {f["setup"]: f for f in data["setups"]}
+    assert list(by_setup) == ["memory", "celery-test-worker-tuned", "dramatiq-stub"]
+    for name in ("memory", "celery-test-worker-tuned"):
+        figures = by_setup[name]
+        assert set(figures) - {"setup"} == FIGURES
+        assert figures["error"] is None, figures
+        assert all(figures[key] is not None for key in FIGURES - {"error", "notes"}), figures
+        assert set(figures["per_task_us"]) == {"100", "1000"}
+    assert "bench: delay().get() round trips" in completed.stdout
+    assert "x " in completed.stdout  # each set-up against the default mode
+
+
+def test_an_unknown_set_up_is_a_usage_error() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "celery_sim", "bench", "--setups", "memroy"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "unknown set-up(s) 'memroy'; choose from: memory," in completed.stderr

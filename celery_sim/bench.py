@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from time import monotonic
 from typing import Any
 
-__all__ = ["SETUPS", "Figures", "measure", "run_bench"]
+__all__ = ["SETUPS", "BenchReport", "Figures", "measure", "run_bench"]
 
 #: How long the bench lets a set-up idle to measure its CPU use (reported per 2 s).
 IDLE_S = 1.0
@@ -43,6 +43,17 @@ class Figures:
     error: str | None = None
     #: What was cut short to keep within the time budget (slow set-ups).
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchReport:
+    """A bench run: the batch sizes and each set-up's figures."""
+
+    sizes: list[int]
+    setups: list[Figures]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sizes": list(self.sizes), "setups": [asdict(f) for f in self.setups]}
 
 
 def _rss_mib() -> float:

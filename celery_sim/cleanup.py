@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .brokers import mask_url
+from .brokers import URL_SCHEMES, mask_url
 from .errors import BrokerError
 
-__all__ = ["Leftover", "delete_run_keys", "find_leftovers", "remove"]
+__all__ = ["Leftover", "clean", "delete_run_keys", "find_leftovers", "remove"]
 
 #: A celery_sim name: ``csim-<run id>.`` somewhere in it (run ids: see the CLI's --run-id).
 RUN_NAME = re.compile(r"csim-(?P<run>[A-Za-z0-9_-]{1,32})\.")
@@ -200,3 +200,16 @@ def remove(url: str, leftovers: Iterable[Leftover]) -> int:
         finally:
             channel.close()
     return len(items)
+
+
+def clean(urls: Iterable[str], *, run_id: str | None, older_than: float | None, dry_run: bool) -> list[Leftover]:
+    """Find (and unless ``dry_run``, remove) what runs left at each broker or Redis backend of ``urls``."""
+    found: list[Leftover] = []
+    for url in dict.fromkeys(urls):
+        if urlsplit(url).scheme not in URL_SCHEMES:
+            continue  # rpc://, db+...: no celery_sim names to list there
+        here = find_leftovers(url, run_id=run_id, older_than=older_than)
+        if not dry_run:
+            remove(url, here)
+        found.extend(here)
+    return found

@@ -314,7 +314,7 @@ def clean_command(
     A run stopped normally leaves nothing; one killed (SIGKILL, a lost machine) can leave queues,
     exchanges, bindings and results. Lists each thing it removes.
     """
-    from .cleanup import find_leftovers, remove
+    from .cleanup import clean
 
     try:
         _choose_broker("memory", real_broker, result_backend, "thread")
@@ -324,29 +324,21 @@ def clean_command(
         _fail_usage(str(exc))
     age = older_than if older_than is not None else (None if run_id else 600.0)
     console = Console(highlight=False)
-    urls = list(dict.fromkeys([real_broker, str(getattr(broker, "result_backend", real_broker))]))
-    total = 0
-    for url in urls:
-        if not url.startswith(URL_SCHEMES):
-            continue  # rpc://, db+...: nothing of celery_sim's own names to list there
-        try:
-            found = find_leftovers(url, run_id=run_id, older_than=age)
-            if not dry_run:
-                remove(url, found)
-        except UsageError as exc:
-            _fail_usage(str(exc))
-        for item in found:
-            console.print(
-                f"{'would remove' if dry_run else 'removed'} {item.kind} {escape(item.name)}  [dim](run {item.run_id}, {escape(item.where)})[/]"
-            )
-        total += len(found)
+    urls = [real_broker, str(getattr(broker, "result_backend", real_broker))]
+    try:
+        found = clean(urls, run_id=run_id, older_than=age, dry_run=dry_run)
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    for item in found:
+        done = "would remove" if dry_run else "removed"
+        console.print(f"{done} {item.kind} {escape(item.name)}  [dim](run {item.run_id}, {escape(item.where)})[/]")
     scope = f"run {run_id}" if run_id else f"runs idle for {age:g}s or more" if age else "every run not in use"
-    console.print(f"{'Would remove' if dry_run else 'Removed'} {total} item(s) of {scope}.")
+    console.print(f"{'Would remove' if dry_run else 'Removed'} {len(found)} item(s) of {scope}.")
 
 
 @cli.command("bench")
 @click.option(
-    "--quick", is_flag=True, help="A short run (N = 100 and 1,000, up to 100 round trips, 1 s budget per figure)."
+    "--quick", is_flag=True, help="A short run (N = 100 and 1,000, up to 100 round trips, 3 s budget per figure)."
 )
 @click.option(
     "--setups",
@@ -373,10 +365,7 @@ def bench_command(quick: bool, setups: str | None, cap: float, json_path: Path |
     CPU while idle, stop, and memory per 1,000 tasks; ratios against the default mode. Set-ups that
     cannot run here (a broker down, Dramatiq not installed) are listed with the reason.
     """
-    import json as json_module
-    from dataclasses import asdict
-
-    from .bench import SETUPS, run_bench
+    from .bench import SETUPS, BenchReport, run_bench
     from .report import render_bench
 
     chosen = [name.strip() for name in setups.split(",")] if setups else list(SETUPS)
@@ -384,7 +373,7 @@ def bench_command(quick: bool, setups: str | None, cap: float, json_path: Path |
     if unknown:
         _fail_usage(f"unknown set-up(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(SETUPS)}")
     sizes = [100, 1000] if quick else [100, 1000, 10000]
-    samples, budget = (100, 1.0) if quick else (500, 20.0)
+    samples, budget = (100, 3.0) if quick else (500, 20.0)
     console = Console(highlight=False)
     console.print(f"[bold]celery_sim bench[/]: {len(chosen)} set-up(s), N = {', '.join(f'{n:,}' for n in sizes)}")
     found = run_bench(
@@ -397,9 +386,7 @@ def bench_command(quick: bool, setups: str | None, cap: float, json_path: Path |
     )
     render_bench(console, found, sizes)
     if json_path is not None:
-        tmp = json_path.with_name(json_path.name + ".tmp")
-        tmp.write_text(json_module.dumps({"sizes": sizes, "setups": [asdict(f) for f in found]}, indent=2) + "\n")
-        tmp.replace(json_path)
+        write_json(json_path, BenchReport(sizes, found))
         console.print(f"JSON written to {json_path}")
 
 

@@ -9,7 +9,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -252,9 +252,13 @@ def render_catalog(console: Console, registry: Registry) -> None:
     console.print(f"{len(registry.all())} scenarios in families: {', '.join(registry.families())}")
 
 
-def write_json(path: Path, report: RunReport | Matrix) -> None:
+class _HasJson(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def write_json(path: Path, report: _HasJson) -> None:
     """Write ``report`` as JSON atomically (a run: broker, scenarios, summary; a matrix: brokers,
-    scenarios, undeclared_differences)."""
+    scenarios, undeclared_differences; a bench: sizes, setups)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +49,16 @@ def test_bench_quick_measures_each_set_up_and_writes_its_json(tmp_path: Path) ->
         figures = by_setup[name]
         assert set(figures) - {"setup"} == FIGURES
         assert figures["error"] is None, figures
-        assert all(figures[key] is not None for key in FIGURES - {"error", "notes"}), figures
-        assert set(figures["per_task_us"]) == {"100", "1000"}
+        assert all(figures[key] is not None for key in ("ready_s", "p50_ms", "p99_ms", "idle_cpu_s_per_2s", "stop_s"))
+        assert "100" in figures["per_task_us"], figures
+        # On a loaded machine the budget may skip N=1,000: then a note says so (never silently).
+        if "1000" not in figures["per_task_us"]:
+            assert any(note.startswith("N=1,000 skipped") for note in figures["notes"]), figures
+            assert figures["rss_mib_per_1000"] is None
+        else:
+            assert figures["rss_mib_per_1000"] is not None
     assert "bench: delay().get() round trips" in completed.stdout
-    assert "x " in completed.stdout  # each set-up against the default mode
+    assert re.search(r"x\d+\.\d\d", completed.stdout)  # each set-up against the default mode
 
 
 def test_an_unknown_set_up_is_a_usage_error() -> None:

@@ -197,11 +197,11 @@ class Harness:
         except WorkerError as exc:
             errors.append(str(exc))
         if self._app is not None:
-            try:
-                self._delete_from_broker()
-                self._delete_results()
-            except Exception as exc:  # the broker may be gone; stopping must still finish
-                log.warning("could not purge or delete the queues of run %s: %r", self.ns.run_id, exc)
+            for delete, what in ((self._delete_from_broker, "queues and exchanges"), (self._delete_results, "results")):
+                try:
+                    delete()
+                except Exception as exc:  # the broker may be gone; stopping must still finish
+                    log.warning("could not delete the %s of run %s: %r", what, self.ns.run_id, exc)
             for backend in list(self._app.csim_backends):
                 _release_backend(backend)
             self._app.close()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
 
-from .timeline import TASK_END_KINDS, Event
+from .timeline import Event
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -147,14 +147,11 @@ def diagnose_pending(harness: Harness, since: int) -> str | None:
     Not done: not ended on a worker, or ended there while the result backend says otherwise.
     """
     timeline = harness.timeline
-    pending: dict[str, None] = {}
-    ended: dict[str, None] = {}
-    for event in timeline.events(since=since):
-        if event.kind == "published":
-            pending[event.task_id] = None
-        elif event.kind in TASK_END_KINDS:
-            pending.pop(event.task_id, None)
-            ended[event.task_id] = None
-    found = [diagnose_task(harness, task_id) for task_id in pending]
-    found += [text for task_id in ended if (text := stale_state(harness, task_id, timeline.events(task_id)))]
+    last = timeline.last_kinds(since)
+    found = [diagnose_task(harness, task_id) for task_id, kind in last.items() if kind == "published"]
+    found += [
+        text
+        for task_id, kind in last.items()
+        if kind != "published" and (text := stale_state(harness, task_id, timeline.events(task_id)))
+    ]
     return "; ".join(found) or None

@@ -15,7 +15,6 @@ from celery.result import AsyncResult
 
 from .diagnose import diagnose_pending
 from .errors import CelerySimError
-from .timeline import TASK_END_KINDS
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -38,10 +37,7 @@ class DrainTimeout(CelerySimError):
 
 def _state(harness: Harness, since: int) -> tuple[list[str], list[str]]:
     """(task ids not ended, task ids whose last attempt failed), from timeline position ``since``."""
-    last: dict[str, str] = {}
-    for event in harness.timeline.events(since=since):
-        if event.kind == "published" or event.kind in TASK_END_KINDS:
-            last[event.task_id] = event.kind
+    last = harness.timeline.last_kinds(since)
     pending = [task_id for task_id, kind in last.items() if kind == "published"]
     failed = [task_id for task_id, kind in last.items() if kind in ("failed", "unknown")]
     return pending, failed

@@ -122,6 +122,15 @@ class Timeline:
             return None
         return starts[0], ends[-1]
 
+    def last_kinds(self, since: int = 0) -> dict[str, str]:
+        """Each task seen from ``since`` on -> the kind of its last publish or end (in first-seen
+        order): ``published`` means not finished, a kind of :data:`TASK_END_KINDS` finished."""
+        last: dict[str, str] = {}
+        for event in self.events(since=since):
+            if event.kind == "published" or event.kind in TASK_END_KINDS:
+                last[event.task_id] = event.kind
+        return last
+
     def running_on(self, hostname: str | None) -> list[Event]:
         """The ``started`` event of each attempt on ``hostname`` that has not ended."""
         running: dict[str, Event] = {}

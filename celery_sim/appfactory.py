@@ -13,7 +13,6 @@ from celery import Celery
 from . import timewarp
 from .errors import HarnessError
 from .namespace import Namespace
-from .recorder import RecordingAMQP, RecordingTask
 
 __all__ = ["ENV_SPEC", "AppSpec", "Configure", "build_app", "configure_path", "load_configure"]
 
@@ -50,6 +49,8 @@ class AppSpec:
     configure: Configure | None = None
     time_scale: float = 1.0
     extra_conf: dict[str, Any] = field(default_factory=dict)
+    #: ``module:attr`` of the user's app (or its factory) the worker runs; None: the built app.
+    app_path: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -60,6 +61,7 @@ class AppSpec:
                 "configure": configure_path(self.configure) if self.configure else None,
                 "time_scale": self.time_scale,
                 "extra_conf": self.extra_conf,
+                "app_path": self.app_path,
             }
         )
 
@@ -74,21 +76,14 @@ class AppSpec:
             configure,
             float(data.get("time_scale", 1.0)),
             dict(data.get("extra_conf") or {}),
+            data.get("app_path"),
         )
 
 
 def build_app(spec: AppSpec, app_cls: type[Celery] = Celery) -> Celery:
     """A fresh, finalized app for ``spec``: namespaced queues and exchanges, JSON only."""
     ns = Namespace(spec.run_id)
-    app = app_cls(
-        ns.prefix,
-        broker=spec.broker_url,
-        backend=spec.result_backend,
-        amqp=RecordingAMQP,
-        task_cls=RecordingTask,
-        set_as_current=False,
-        fixups=[],
-    )
+    app = app_cls(ns.prefix, broker=spec.broker_url, backend=spec.result_backend, set_as_current=False, fixups=[])
     app.conf.update(
         task_default_queue=ns.queue("default"),
         control_exchange=ns.control_exchange,

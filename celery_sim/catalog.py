@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
+from .errors import UsageError
 from .harness import HarnessConfig
 from .scenario import REGISTRY, Registry
 
-__all__ = ["FAMILIES", "default_config", "load_catalog"]
+__all__ = ["FAMILIES", "default_config", "load_catalog", "load_scenarios"]
 
 #: family -> module registering its scenarios (imported on demand, like kombu's transport table).
 FAMILIES: dict[str, str] = {
@@ -27,6 +29,26 @@ def load_catalog() -> Registry:
     for module in FAMILIES.values():
         importlib.import_module(module)
     return REGISTRY
+
+
+def load_scenarios(module: str) -> Registry:
+    """The scenarios a user's module registers with ``@scenario`` (and only those)."""
+    before = {s.name for s in REGISTRY.all()}
+    was_imported = module in sys.modules
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"--scenarios {module!r}: module {exc.name!r} cannot be imported ({exc})") from exc
+    found = Registry()
+    for item in REGISTRY.all():
+        if item.name not in before or (was_imported and item.fn.__module__ == module):
+            found.add(item)
+    if not found.all():
+        raise UsageError(
+            f"--scenarios {module!r} registers no scenario: decorate functions with "
+            "@celery_sim.scenario('family.case', 'what it shows')"
+        )
+    return found
 
 
 def default_config(**overrides: object) -> HarnessConfig:

@@ -16,14 +16,14 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from .brokers import BROKERS, URL_SCHEMES, mask_url, resolve_broker, validate_result_backend
-from .catalog import default_config, load_catalog
+from .catalog import default_config, load_catalog, load_scenarios
 from .errors import UsageError
-from .harness import WORKER_KINDS, Harness
+from .harness import WORKER_KINDS, Harness, HarnessConfig
 from .installed import check_installed
 from .matrix import DEFAULT_REDIS_URL, Column, Matrix, matrix_brokers
 from .namespace import Namespace
 from .process_worker import external_worker_command
-from .report import LiveReporter, render_catalog, render_matrix, render_report, render_timeline, write_json
+from .report import LiveReporter, render_call, render_catalog, render_matrix, render_report, render_timeline, write_json
 from .runner import Runner, RunReport
 from .scenario import Scenario
 
@@ -78,6 +78,18 @@ def _json_path(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option(
+        "--app",
+        "app_path",
+        metavar="MODULE:ATTR",
+        help="Run your own app (as for `celery -A`) with your scenarios (--scenarios) instead of the catalog.",
+    )
+    @click.option(
+        "--scenarios",
+        "scenarios_module",
+        metavar="MODULE",
+        help="A module of yours registering scenarios with @celery_sim.scenario (needs --app).",
+    )
     @click.option("--broker", default="memory", show_default=True, metavar="NAME|URL", help=BROKER_HELP)
     @click.option(
         "--real-broker",
@@ -188,6 +200,76 @@ def run_command(names: Sequence[str], **options: Any) -> None:
             "`python -m celery_sim list` shows them all (or run them all with `complete`)"
         )
     _execute(list(names), **options)
+
+
+@cli.command("call")
+@click.argument("task")
+@click.option("--app", "app_path", required=True, metavar="MODULE:ATTR", help="Your Celery app, as for `celery -A`.")
+@click.option("--args", "args_json", metavar="JSON", help="Positional arguments, a JSON array: '[2, 3]'.")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments, a JSON object: '{\"x\": 1}'.")
+@click.option("--queue", metavar="NAME", help="Send to this queue (a worker consumes it) instead of the task's route.")
+@click.option(
+    "--wait",
+    type=float,
+    callback=_positive,
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the task's end before printing the diagnosis.",
+)
+@click.option(
+    "--time-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    metavar="S",
+    help="Multiply countdowns, retries' delays and expiries by S (0.001: a 60 s retry takes 60 ms).",
+)
+@click.option("--broker", default="memory", show_default=True, metavar="NAME|URL", help=BROKER_HELP)
+@click.option("--real-broker", metavar="URL", help="Run on a real broker (redis://..., amqp://...).")
+@click.option("--result-backend", metavar="URL", help="Result backend with a real broker (as for `complete`).")
+@click.option("-v", "--verbose", count=True, help="Show Celery's log on stderr.")
+def call_command(
+    task: str,
+    app_path: str,
+    args_json: str | None,
+    kwargs_json: str | None,
+    queue: str | None,
+    wait: float,
+    time_scale: float,
+    broker: str,
+    real_broker: str | None,
+    result_backend: str | None,
+    verbose: int,
+) -> None:
+    """Run TASK of your app (`--app module:app`) on a real worker and print its result and timeline.
+
+    If it does not end within --wait seconds, prints why (the diagnosis) and exits 1.
+    """
+    from .call import call_task, import_app, parse_json_option, resolve_task_name
+
+    _setup_logging(verbose)
+    try:
+        args = parse_json_option("--args", args_json, list)
+        kwargs = parse_json_option("--kwargs", kwargs_json, dict)
+        if not 0 < time_scale <= 1:
+            raise UsageError(f"--time-scale {time_scale:g} must be in (0, 1]: 0.001 makes a 1 s delay take 1 ms")
+        broker = _choose_broker(broker, real_broker, result_backend, "thread")
+        check_installed()
+        app = import_app(app_path)
+        name = resolve_task_name(app, task)
+        resolve_broker(broker, result_backend).preflight()
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    console = Console(highlight=False)
+    with Harness(app=app, broker=broker, result_backend=result_backend, time_scale=time_scale) as harness:
+        console.print(
+            f"{escape(name)} of app {escape(app.main or '?')} on {escape(harness.broker_label)}, worker consuming "
+            + ", ".join(harness.ns.logical(q) for q in harness.main_queues)
+        )
+        outcome = call_task(harness, name, args, kwargs, queue=queue, wait=wait)
+        render_call(console, outcome, harness.ns.logical)
+    sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
 
 
 @cli.command("list")
@@ -438,21 +520,39 @@ def _execute(
     show_timeline: bool,
     checks: str,
     verbose: int,
+    app_path: str | None,
+    scenarios_module: str | None,
 ) -> None:
     _setup_logging(verbose)
-    registry = load_catalog()
     try:
-        scenarios = registry.select(selectors) if selectors else registry.all()
+        if (app_path is None) != (scenarios_module is None):
+            raise UsageError(
+                "--app and --scenarios go together: your app, and the module of scenarios to run on it "
+                "(e.g. --app shop.celery_app:app --scenarios shop.scenarios)"
+            )
         broker = _choose_broker(broker, real_broker, result_backend, worker)
         check_installed()
+        if app_path is not None and scenarios_module is not None:
+            from .call import import_app
+
+            import_app(app_path)  # a clear error now, not one per scenario
+            registry = load_scenarios(scenarios_module)
+        else:
+            registry = load_catalog()
+        scenarios = registry.select(selectors) if selectors else registry.all()
         resolve_broker(broker, result_backend).preflight()
     except UsageError as exc:
         _fail_usage(str(exc))
     if worker == "external":
         run_id = run_id or EXTERNAL_RUN_ID
-    config = default_config(
-        broker=broker, result_backend=result_backend, concurrency=concurrency, worker=worker, run_id=run_id
-    )
+    options: dict[str, Any] = {
+        "broker": broker,
+        "result_backend": result_backend,
+        "concurrency": concurrency,
+        "worker": worker,
+        "run_id": run_id,
+    }
+    config = HarnessConfig(app=app_path, **options) if app_path is not None else default_config(**options)
     console = Console(highlight=False)
     reporter = LiveReporter(console)
     runner = Runner(lambda: Harness(config), reporter, timeout=timeout, run_timeout=run_timeout)

@@ -11,15 +11,16 @@ from __future__ import annotations
 from time import monotonic
 from typing import TYPE_CHECKING
 
+from celery.exceptions import NotRegistered
 from celery.result import AsyncResult
 
-from .diagnose import diagnose_pending
+from .diagnose import diagnose_pending, diagnose_task
 from .errors import CelerySimError
 
 if TYPE_CHECKING:
     from .harness import Harness
 
-__all__ = ["DrainTimeout", "drain"]
+__all__ = ["DrainTimeout", "drain", "raise_failure"]
 
 #: How long the run must stay quiet after its last task ended: in-process signals are recorded in
 #: order (a task's next message is published before its end), a worker process's events are not.
@@ -43,11 +44,23 @@ def _state(harness: Harness, since: int) -> tuple[list[str], list[str]]:
     return pending, failed
 
 
+def raise_failure(harness: Harness, task_id: str, timeout: float) -> None:
+    """Raise what ``task_id`` failed with: the exception object itself when the task ran in this
+    process, else the one the result backend rebuilds; an unregistered task as ``NotRegistered``."""
+    found = harness.failure_of(task_id)
+    if found is not None:
+        raise found
+    unknown = harness.timeline.first(task_id, "unknown")
+    if unknown is not None:
+        raise NotRegistered(f"{unknown.name!r} (task {task_id}): {diagnose_task(harness, task_id)}")
+    AsyncResult(task_id, app=harness.app).get(timeout=max(0.1, timeout), propagate=True)
+
+
 def drain(harness: Harness, timeout: float = 10.0, *, fail_fast: bool = True, since: int = 0) -> None:
     """Return once every task published since timeline position ``since`` has ended.
 
     ``fail_fast``: the first task that failed is re-raised as its own exception (``ValueError``,
-    ``NotRegistered``, ...). Raises :class:`DrainTimeout` after ``timeout`` seconds with the
+    ``NotRegistered``, ...), once: a later call goes on past it to the next. Raises :class:`DrainTimeout` after ``timeout`` seconds with the
     diagnosis of what is still pending (an unconsumed queue, a busy pool, an ETA, ...).
     """
     if timeout <= 0:
@@ -58,8 +71,10 @@ def drain(harness: Harness, timeout: float = 10.0, *, fail_fast: bool = True, si
     while True:
         position = timeline.mark()
         pending, failed = _state(harness, since)
+        failed = [task_id for task_id in failed if task_id not in harness.raised]
         if fail_fast and failed:
-            AsyncResult(failed[0], app=harness.app).get(timeout=max(0.1, deadline - monotonic()), propagate=True)
+            harness.raised.add(failed[0])  # raised once: a later drain() goes on past it
+            raise_failure(harness, failed[0], deadline - monotonic())
         remaining = deadline - monotonic()
         if not pending:
             if timeline.wait_for(lambda e: True, timeout=min(quiet, max(0.0, remaining)), since=position) is None:

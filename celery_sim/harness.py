@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from time import monotonic
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from celery._state import _tls  # type: ignore[attr-defined]
 from kombu.exceptions import ChannelError
 
 from . import timewarp
+from .adopt import Adoption, load_app, routed_queues
 from .appfactory import AppSpec, Configure, build_app
 from .brokers import Broker, Endpoints, backend_kind, mask_url, resolve_broker
 from .cleanup import delete_run_keys
@@ -26,6 +25,9 @@ from .process_worker import ProcessWorker, external_worker_command
 from .recorder import Recorder
 from .timeline import Timeline
 from .worker import EmbeddedWorker
+
+if TYPE_CHECKING:
+    from .expect import TaskExpectation
 
 __all__ = ["WORKER_KINDS", "Harness", "HarnessConfig", "Worker"]
 
@@ -40,19 +42,6 @@ log = logging.getLogger(__name__)
 #: redelivered after its process was killed need not wait for the replacement (Celery's pool
 #: replaces a dead process at once, or up to 5 s later when its exit is missed).
 PREFORK_PROCESSES = 2
-
-
-class _HarnessApp(Celery):
-    """Celery's app, remembering every result backend it creates (one per thread) for release at stop."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.csim_backends: weakref.WeakSet[Any] = weakref.WeakSet()
-        super().__init__(*args, **kwargs)
-
-    def _get_backend(self) -> Any:
-        backend = super()._get_backend()  # type: ignore[misc]  # Celery internal, not in the stubs
-        self.csim_backends.add(backend)
-        return backend
 
 
 def _release_backend(backend: Any) -> None:
@@ -85,7 +74,15 @@ class HarnessConfig:
     broker: str = "memory"
     result_backend: str | None = None
     concurrency: int = 4
-    queues: tuple[str, ...] = ("default",)
+    #: The app the run lends and gives back (see :mod:`celery_sim.adopt`): a Celery app, a
+    #: ``"module:attr"`` path (worker processes need one) or a factory; None: the harness builds
+    #: one from ``configure`` and ``extra_conf``.
+    app: Any = None
+    #: Queues the main worker consumes; None: every queue the app routes its tasks to, declares
+    #: or defaults to (a built app: ``default``).
+    queues: tuple[str, ...] | None = None
+    #: Queues the main worker must not consume (a test of what happens when nobody does).
+    unconsumed: tuple[str, ...] = ()
     configure: Configure | None = None
     start_timeout: float = 10.0
     stop_timeout: float = 10.0
@@ -117,7 +114,10 @@ class Harness:
         self.ns = Namespace(self.config.run_id) if self.config.run_id else Namespace()
         #: Shared when this harness serves another (see :meth:`prefork`): one run, one timeline.
         self.timeline = timeline if timeline is not None else Timeline()
-        self._app: _HarnessApp | None = None
+        self._app: Celery | None = None
+        self._adoption: Adoption | None = None
+        self._built = False
+        self._main_queues: tuple[str, ...] = ()
         self._endpoints: Endpoints | None = None
         self._recorder: Recorder | None = None
         self._workers: list[Worker] = []
@@ -127,8 +127,9 @@ class Harness:
         self._sides: list[Harness] = []
         #: hostname -> pool size of the external workers found at start ("external" mode).
         self._external: dict[str, int] = {}
-        self._previous_app: Any = None
         self._started = False
+        #: Failed tasks :meth:`drain` has raised already (each is raised once).
+        self.raised: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -156,19 +157,21 @@ class Harness:
         self._started = True
         try:
             self._endpoints = self.broker.open(self.ns.run_id)
-            self._app = self._build_app(self._endpoints)
+            self._app = self._adopt(self._endpoints)
             self._recorder = Recorder(self._app, self.timeline)
-            self._previous_app = _tls.current_app
             self._app.set_current()
+            self._main_queues = self._resolve_main_queues()
             if self.config.worker == "external":
                 self._find_external_workers(self.config.start_timeout)
             else:
-                self.start_worker(self.config.queues, name="main", concurrency=self.config.concurrency)
+                self.start_worker(self._main_queues, name="main", concurrency=self.config.concurrency)
         except BaseException:
             self.stop()
             raise
 
-    def _build_app(self, endpoints: Endpoints) -> _HarnessApp:
+    def _adopt(self, endpoints: Endpoints) -> Celery:
+        """The run's app: the user's (``config.app``) or one built for the catalog, adopted."""
+        target = self.config.app
         spec = AppSpec(
             broker_url=endpoints.broker_url,
             result_backend=endpoints.result_backend,
@@ -176,11 +179,38 @@ class Harness:
             configure=self.config.configure,
             time_scale=self.config.time_scale,
             extra_conf=dict(self.config.extra_conf),
+            app_path=target if isinstance(target, str) else None,
         )
-        app = build_app(spec, app_cls=_HarnessApp)
-        assert isinstance(app, _HarnessApp)
         self._spec = spec
+        self._built = target is None
+        app = build_app(spec) if target is None else load_app(target)
+        adoption = Adoption(
+            app,
+            ns=self.ns,
+            broker_url=endpoints.broker_url,
+            result_backend=endpoints.result_backend,
+            time_scale=self.config.time_scale,
+            extra_conf=self.config.extra_conf,
+        )
+        adoption.apply()
+        self._adoption = adoption
         return app
+
+    def _resolve_main_queues(self) -> tuple[str, ...]:
+        """The main worker's queues (run names): as configured, else every queue the app routes to."""
+        if self.config.queues is not None:
+            names = [self.ns.queue(q) for q in self.config.queues]
+        elif self._built:
+            names = [self.ns.queue("default")]
+        else:
+            names = routed_queues(self.app)
+        unconsumed = {self.ns.queue(q) for q in self.config.unconsumed}
+        return tuple(n for n in names if n not in unconsumed)
+
+    @property
+    def main_queues(self) -> tuple[str, ...]:
+        """The queues (run names) the main workers consume."""
+        return self._main_queues
 
     def stop(self) -> None:
         """Stop every worker, delete this run's queues and release the broker; safe to call twice."""
@@ -202,9 +232,8 @@ class Harness:
                     delete()
                 except Exception as exc:  # the broker may be gone; stopping must still finish
                     log.warning("could not delete the %s of run %s: %r", what, self.ns.run_id, exc)
-            for backend in list(self._app.csim_backends):
+            for backend in list(self._adoption.backends if self._adoption else ()):
                 _release_backend(backend)
-            self._app.close()
         if self._events is not None:
             self._events.stop(self.config.stop_timeout)
             self._events = None
@@ -214,9 +243,12 @@ class Harness:
         if self._endpoints is not None:
             self._endpoints.close()
             self._endpoints = None
+        if self._adoption is not None:
+            self._adoption.restore()  # the user's app as it was; its current-app state too
+            self._adoption = None
         if self._app is not None:
-            if _tls.current_app is self._app:
-                _tls.current_app = self._previous_app
+            if self._built:
+                self._app.close()
             self._app = None
         if errors:
             raise WorkerError("; ".join(errors))
@@ -292,7 +324,7 @@ class Harness:
     def _find_external_workers(self, timeout: float) -> None:
         """Wait until workers started by the user consume every main queue (``ping``, then ``active_queues``)."""
         self._record_events()
-        wanted = {self.ns.queue(q) for q in self.config.queues}
+        wanted = set(self._main_queues)
         deadline = monotonic() + timeout
         consumed: dict[str, set[str]] = {}
         while monotonic() < deadline:
@@ -314,7 +346,9 @@ class Harness:
             f"no external worker consumes {', '.join(self.ns.logical(q) for q in missing)} of run "
             f"{self.ns.run_id} after {timeout:g}s (workers answering: {', '.join(sorted(consumed)) or 'none'}). "
             "Start one with: "
-            + external_worker_command(self.config.broker, self.ns, self.config.queues, self.config.result_backend)
+            + external_worker_command(
+                self.config.broker, self.ns, [self.ns.logical(q) for q in self._main_queues], self.config.result_backend
+            )
         )
 
     def _record_events(self) -> None:
@@ -385,6 +419,25 @@ class Harness:
         from .drain import drain
 
         drain(self, timeout, fail_fast=fail_fast)
+
+    def diagnose(self, result_or_id: Any) -> str:
+        """Why a task (an AsyncResult, a group's, chain's or chord's, or a task id) is not done,
+        in one sentence naming the cause and the fix (see :mod:`celery_sim.diagnose`)."""
+        from .diagnose import diagnose_result, diagnose_task
+
+        if isinstance(result_or_id, str):
+            return diagnose_task(self, result_or_id)
+        return diagnose_result(self, result_or_id)
+
+    def expect(self, result_or_id: Any) -> TaskExpectation:
+        """Assertions on what the run observed of one task (see :class:`~celery_sim.expect.TaskExpectation`)."""
+        from .expect import TaskExpectation
+
+        return TaskExpectation(self, result_or_id)
+
+    def failure_of(self, task_id: str) -> BaseException | None:
+        """The exception object task ``task_id`` raised in its last attempt, when it ran in this process."""
+        return self._recorder.exceptions.get(task_id) if self._recorder is not None else None
 
     def queue(self, name: str) -> str:
         """This run's name for logical queue ``name``."""
@@ -461,7 +514,7 @@ class Harness:
     def consumers_of(self, queue: str) -> list[str]:
         """Hostnames of the running workers that consume ``queue`` (a run queue name)."""
         found = [w.hostname for w in self._workers if w.running and queue in w.queues]
-        if self.config.worker == "external" and self.ns.logical(queue) in self.config.queues:
+        if self.config.worker == "external" and queue in self._main_queues:
             found += self.main_hostnames
         return found
 
@@ -496,7 +549,7 @@ class Harness:
         the user's workers still consume them.
         """
         external = self.config.worker == "external"
-        keep = {self.ns.queue(q) for q in self.config.queues} if external else set()
+        keep = set(self._main_queues) if external else set()
         queues = [q for q in self.known_queues() if q not in keep]
         if keep:
             self.purge(keep)

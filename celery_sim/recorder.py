@@ -11,34 +11,46 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from celery import Celery, Task, signals
-from celery.app.amqp import AMQP
+from celery import Celery, signals
 from celery.utils.dispatch import Signal
 
 from . import timewarp
 from .brokers import backend_kind
+from .namespace import Namespace, NamespacedRouter
 from .timeline import Timeline
 
-__all__ = ["Recorder", "RecordingAMQP", "RecordingTask", "published_data", "task_published", "task_state_updated"]
+__all__ = ["Recorder", "RecordingAMQPMixin", "published_data", "task_published", "task_state_updated"]
 
-#: Sent by :class:`RecordingAMQP` as a task message is handed to the broker.
+#: Sent by :class:`RecordingAMQPMixin` as a task message is handed to the broker.
 task_published = Signal(
     name="csim_task_published", providing_args=["headers", "warp", "queue", "routing_key", "exchange"]
 )
-#: Sent by :class:`RecordingTask` when a task calls ``update_state`` (custom states, progress).
-task_state_updated = Signal(name="csim_task_state_updated", providing_args=["task_id", "state", "meta"])
+#: Sent (by the backends of an instrumented app, see :func:`celery_sim.adopt.instrument`) when a
+#: task stores a state of its own with ``update_state`` (progress, custom states); sender: the app.
+task_state_updated = Signal(name="csim_task_state_updated", providing_args=["task_id", "name", "state", "meta"])
 
 
-class RecordingAMQP(AMQP):
-    """Celery's AMQP helper; its task sender also reports each message it publishes.
+class RecordingAMQPMixin:
+    """Mixed into an app's AMQP class: its task sender also reports each message it publishes,
+    and its router sends every message to this run's copy of its queue (``csim_ns``).
 
     It also fixes the moment Celery counts a countdown from (``now``) and keeps it until the
     message is sent, so the timeline knows the exact countdown behind each ETA.
     """
 
+    app: Celery
+    csim_ns: Namespace | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._created_at = threading.local()
+
+    def Router(self, queues: Any = None, create_missing: Any = None) -> Any:  # Celery's name
+        router: Any = super().Router(queues, create_missing)  # type: ignore[misc]  # Celery's AMQP
+        if self.csim_ns is not None:
+            router.__class__ = NamespacedRouter
+            router.ns = self.csim_ns
+        return router
 
     def as_task_v2(self, task_id: str, name: str, *args: Any, now: datetime | None = None, **kwargs: Any) -> Any:
         now = now or self.app.now()
@@ -80,16 +92,6 @@ class RecordingAMQP(AMQP):
         return send_task_message
 
 
-class RecordingTask(Task[Any, Any]):
-    """Celery's Task; ``update_state`` is also reported, so progress reaches the timeline."""
-
-    def update_state(
-        self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kwargs: Any
-    ) -> None:
-        super().update_state(task_id, state, meta, **kwargs)
-        task_state_updated.send(sender=self, task_id=task_id or self.request.id, state=state, meta=meta)
-
-
 def published_data(headers: Any, warp: timewarp.Warp, where: dict[str, Any]) -> dict[str, Any]:
     """What the timeline keeps of a published message (JSON-safe: a worker process sends it as an event).
 
@@ -124,6 +126,8 @@ class Recorder:
         # Node name of the worker that received each task. request.hostname is no substitute: on
         # the thread pool Celery sets it to the machine's host name.
         self._receivers: dict[str, str] = {}
+        #: The exception object each task that failed in this process raised (its last attempt).
+        self.exceptions: dict[str, BaseException] = {}
         self._connect(task_published, self._on_published)
         self._connect(signals.task_received, self._on_received)
         self._connect(signals.task_prerun, self._on_prerun)
@@ -190,9 +194,14 @@ class Recorder:
                 retries=sender.request.retries,
             )
 
-    def _on_state(self, sender: Any = None, task_id: str = "", state: Any = None, meta: Any = None, **kw: Any) -> None:
-        if self._mine(sender):
-            self.timeline.record("progress", task_id, sender.name, self._hostname(task_id), state=state, meta=meta)
+    def _on_state(
+        self, sender: Any = None, task_id: str = "", name: Any = None, state: Any = None, meta: Any = None, **kw: Any
+    ) -> None:
+        if sender is self.app:
+            if name is None:  # a request without a task name (an eager call): the name it was published with
+                published = self.timeline.first(task_id, "published")
+                name = published.name if published is not None else "?"
+            self.timeline.record("progress", task_id, str(name), self._hostname(task_id), state=state, meta=meta)
 
     def _on_retry(self, sender: Any = None, request: Any = None, reason: Any = None, **kw: Any) -> None:
         if self._mine(sender) and request is not None:
@@ -208,6 +217,8 @@ class Recorder:
         self, sender: Any = None, task_id: str = "", exception: BaseException | None = None, **kw: Any
     ) -> None:
         if self._mine(sender):
+            if exception is not None:
+                self.exceptions[task_id] = exception
             self.timeline.record(
                 "failed",
                 task_id,

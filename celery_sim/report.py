@@ -9,7 +9,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,6 +22,9 @@ from .matrix import Matrix
 from .runner import RunReport
 from .scenario import Registry, Scenario, ScenarioResult, Status
 from .timeline import ATTEMPT_END_KINDS, Event
+
+if TYPE_CHECKING:
+    from .call import CallOutcome
 
 __all__ = [
     "LiveReporter",
@@ -375,3 +378,31 @@ def render_bench(console: Console, found: Sequence[Any], sizes: Sequence[int]) -
     for figures in found:
         for note in ([figures.error] if figures.error else []) + figures.notes:
             console.print(f"[yellow]{figures.setup}:[/] {escape(note)}")
+
+
+def render_call(console: Console, outcome: CallOutcome, logical: Callable[[str], str]) -> None:
+    """The outcome of ``call``: each event of the run on its own line, then the result or the diagnosis."""
+    t0 = min((e.at for e in outcome.events), default=0.0)
+    for event in outcome.events:
+        where = event.data.get("queue") if event.kind == "published" else event.hostname
+        detail = f" {logical(str(where))}" if where else ""
+        extra = ""
+        if event.kind == "published" and event.data.get("countdown") is not None:
+            extra = f" (countdown {event.data['countdown']:g}s)"
+        elif event.kind == "failed":
+            extra = f" {event.data.get('exception')}: {event.data.get('message')}"
+        elif event.kind == "progress":
+            extra = f" {event.data.get('state')} {event.data.get('meta')}"
+        console.print(
+            f"  +{(event.at - t0) * 1000:8.1f} ms  {event.kind:<9} {escape(event.name)}{escape(detail)}{escape(extra)}"
+        )
+    colour = "green" if outcome.ok else "red"
+    console.print(
+        f"[{colour}]{outcome.state}[/] {escape(outcome.name)} {outcome.task_id} in {outcome.duration_s * 1000:.1f} ms"
+    )
+    if outcome.ok:
+        console.print(f"result: {escape(repr(outcome.result))}")
+    if outcome.error:
+        console.print(f"[red]error:[/] {escape(outcome.error)}")
+    if outcome.diagnosis:
+        console.print(f"[yellow]diagnosis:[/] {escape(outcome.diagnosis)}")

@@ -24,6 +24,17 @@ __all__ = ["EmbeddedWorker"]
 
 log = logging.getLogger(__name__)
 
+
+class _OwnShutdown(logging.Filter):
+    """Drops Celery's "Got shutdown from remote" warning when it is the harness stopping its own
+    embedded worker (every stop would print it into the user's captured test logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.threadName or "").startswith("csim-worker-") or "shutdown from remote" not in str(record.msg)
+
+
+logging.getLogger("celery.worker.control").addFilter(_OwnShutdown())
+
 #: How long a stopping worker gets before its shutdown command is sent again: Celery's blocking
 #: loop on Redis acts on one within about 1 s (its BRPOP timeout).
 _RESEND_AFTER_S = 1.5

@@ -19,8 +19,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_prerun
 
+from .adopt import Adoption, load_app
 from .appfactory import ENV_SPEC, AppSpec, build_app
 from .brokers import UrlBroker
+from .namespace import Namespace
 from .recorder import published_data, task_published, task_state_updated
 
 __all__ = ["app"]
@@ -44,7 +46,17 @@ def _spec_from_env() -> AppSpec:
 
 
 def _load() -> Celery:
-    return build_app(_spec_from_env())
+    spec = _spec_from_env()
+    found = load_app(spec.app_path) if spec.app_path else build_app(spec)
+    Adoption(
+        found,
+        ns=Namespace(spec.run_id),
+        broker_url=spec.broker_url,
+        result_backend=spec.result_backend,
+        time_scale=spec.time_scale,
+        extra_conf=spec.extra_conf,
+    ).apply()  # for the life of this process: never restored
+    return found
 
 
 app = _load()
@@ -82,9 +94,11 @@ def _forward_published(sender: Any = None, headers: Any = None, warp: Any = None
         )
 
 
-def _forward_progress(sender: Any = None, task_id: str = "", state: Any = None, meta: Any = None, **kw: Any) -> None:
-    if getattr(sender, "app", None) is app:
-        _dispatcher().send("csim-progress", uuid=task_id, name=sender.name, state=state, meta=meta)
+def _forward_progress(
+    sender: Any = None, task_id: str = "", name: Any = None, state: Any = None, meta: Any = None, **kw: Any
+) -> None:
+    if sender is app:
+        _dispatcher().send("csim-progress", uuid=task_id, name=str(name), state=state, meta=meta)
 
 
 task_prerun.connect(_forward_started, weak=False)

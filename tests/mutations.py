@@ -101,12 +101,6 @@ def expires_ignored(app: Celery, ns: Namespace) -> None:
     _dropping(app, "demos.timing.sleep_for", "expires")
 
 
-def revoke_not_sent(app: Celery, ns: Namespace) -> None:
-    _finalized(app, ns)
-    control: Any = app.control
-    control.revoke = lambda *args, **kwargs: []
-
-
 def no_task_routes(app: Celery, ns: Namespace) -> None:
     demo_configure(app, ns)
     app.conf.task_routes = {}

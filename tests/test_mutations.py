@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from celery.app.control import Control
 
 from celery_sim.catalog import default_config, load_catalog
 from celery_sim.embedded import memory
@@ -200,7 +201,11 @@ MUTATIONS: dict[str, list[Mutation]] = {
         )
     ],
     "time.revoke": [
-        Mutation("revoke sends nothing", "the worker acknowledged the revoke", {"configure": mutations.revoke_not_sent})
+        Mutation(
+            "revoke sends nothing",
+            "the worker acknowledged the revoke",
+            patch=lambda mp: mp.setattr(Control, "revoke", lambda *args, **kwargs: []),
+        )
     ],
     "beat.schedules": [
         Mutation(

@@ -1,0 +1,197 @@
+"""Lends a Celery app to a run, and gives it back exactly as it was.
+
+The run's broker, result backend and namespace are overlaid on the app's configuration; Celery's
+caches built from the old settings (``amqp``, ``control``, ``events``, the connection pool, the
+result backends) are set aside and rebuilt from the new ones; publishing and ``update_state`` are
+recorded. :meth:`Adoption.restore` puts back the configuration, the caches and the current app.
+
+The app's own queue names are namespaced idempotently (:class:`NamespacedRouter`): whatever
+routes a task (``task_routes`` of any kind, ``task_queues``, ``task_default_queue``, a literal
+``queue=``), the message goes to this run's copy of that queue. Task classes are not touched:
+settings Celery copies onto a task when it binds (``from_config``: ``acks_late``, ...) keep the
+values the app had.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery, states
+from celery._state import _tls  # type: ignore[attr-defined]
+from kombu.utils.imports import symbol_by_name
+
+from . import timewarp
+from .errors import HarnessError
+from .namespace import Namespace, namespace_conf
+from .recorder import RecordingAMQPMixin, task_state_updated
+
+__all__ = ["Adoption", "instrument", "load_app", "routed_queues"]
+
+#: Celery's cached helpers that read the settings the run overlays.
+_CACHES = ("amqp", "control", "events")
+#: States the worker writes itself: not progress.
+_OWN_STATES = frozenset({states.SUCCESS, states.FAILURE, states.RETRY, states.REVOKED, states.STARTED})
+
+_ADOPTED: weakref.WeakSet[Celery] = weakref.WeakSet()
+
+
+def instrument(app: Celery, ns: Namespace, backends: weakref.WeakSet[Any] | None = None) -> None:
+    """Record ``app``'s publishing (with time compression) and ``update_state``, and route it into ``ns``.
+
+    The app's cached ``amqp`` helper becomes one of a recording subclass of the app's own AMQP
+    class (:class:`~celery_sim.recorder.RecordingAMQPMixin`); each result backend the app creates
+    reports the states tasks store themselves (progress, custom states) and joins ``backends``.
+    :meth:`Adoption.restore` undoes both.
+    """
+    base = symbol_by_name(str(app.amqp_cls))
+    cls = (
+        base
+        if issubclass(base, RecordingAMQPMixin)
+        else type(f"Recording{base.__name__}", (RecordingAMQPMixin, base), {})
+    )
+    amqp = cls(app=app)
+    amqp.csim_ns = ns
+    app.__dict__["amqp"] = amqp
+    make = type(app)._get_backend.__get__(app)  # type: ignore[attr-defined]  # Celery internal
+
+    def get_backend() -> Any:
+        backend = make()
+        if backends is not None:
+            backends.add(backend)
+        store = backend.store_result
+
+        def store_result(task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
+            stored = store(task_id, result, state, *args, **kwargs)
+            if state not in _OWN_STATES:
+                name = getattr(kwargs.get("request"), "task", None)
+                task_state_updated.send(sender=app, task_id=task_id, name=name, state=state, meta=result)
+            return stored
+
+        backend.store_result = store_result
+        return backend
+
+    app.__dict__["_get_backend"] = get_backend
+
+
+def routed_queues(app: Celery) -> list[str]:
+    """Every queue ``app`` routes its own tasks to, or declares, or defaults to (run names)."""
+    found = {str(app.conf.task_default_queue)}
+    found.update(str(name) for name in app.amqp.queues)
+    router = app.amqp.router
+    for name, task in list(app.tasks.items()):
+        if name.startswith("celery."):
+            continue
+        try:
+            route = router.route({}, name, (), {}, task_type=type(task))
+        except Exception:  # a router callable that needs real arguments: its queues stay unknown here
+            continue
+        queue = route.get("queue")
+        if queue is not None:
+            found.add(str(getattr(queue, "name", queue)))
+    return sorted(found)
+
+
+class Adoption:
+    """The run's hold on one app: :meth:`apply` overlays and instruments, :meth:`restore` undoes."""
+
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        ns: Namespace,
+        broker_url: str,
+        result_backend: str,
+        time_scale: float = 1.0,
+        extra_conf: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.ns = ns
+        self._overlay = {
+            "broker_url": broker_url,
+            "broker_read_url": None,
+            "broker_write_url": None,
+            "result_backend": result_backend,
+            "task_always_eager": False,
+            "worker_hijack_root_logger": False,
+            "worker_redirect_stdouts": False,
+            "broker_connection_retry_on_startup": False,
+            timewarp.CONF_KEY: timewarp.validate_scale(time_scale),
+            **dict(extra_conf or {}),
+        }
+        #: Every result backend the app creates during the run (one per thread), released at stop.
+        self.backends: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._saved: dict[str, Any] | None = None
+
+    def apply(self) -> None:
+        app: Any = self.app  # Celery's private caches are not in its type stubs
+        if app in _ADOPTED:
+            raise HarnessError(
+                f"app {app.main!r} is already in a running harness: one harness per app at a time "
+                "(stop the other first, or give this one a factory that builds a fresh app)"
+            )
+        app.finalize(auto=True)  # tasks bind to the app's own settings, before the overlay
+        conf = app.conf
+        self._saved = {
+            "changes": dict(conf.changes),
+            "dict": {key: app.__dict__[key] for key in (*_CACHES, "_get_backend") if key in app.__dict__},
+            "pool": app._pool,
+            "backend_cache": app._backend_cache,
+            "local": app._local,
+            "backend_cls": app.backend_cls,
+            "current": _tls.current_app,
+        }
+        _ADOPTED.add(app)
+        for key in (*_CACHES, "_get_backend"):
+            app.__dict__.pop(key, None)
+        app._pool = None
+        app._backend_cache = None
+        app._local = type(app._local)()
+        app.backend_cls = None
+        conf.update(self._overlay)
+        options = dict(conf.result_backend_transport_options or {})
+        options["global_keyprefix"] = f"{self.ns.prefix}."
+        conf.update(namespace_conf(conf, self.ns), result_backend_transport_options=options)
+        instrument(app, self.ns, self.backends)
+
+    def restore(self) -> None:
+        """Put back the app's settings, caches and current-app state; safe to call twice."""
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        # The run's connection pools are dropped, not closed: kombu shares one pool per broker URL
+        # across the process (kombu.pools), so another app on the same broker may be using it.
+        app: Any = self.app
+        for key in (*_CACHES, "_get_backend"):
+            app.__dict__.pop(key, None)
+        app.__dict__.update(saved["dict"])
+        app._pool = saved["pool"]
+        app._backend_cache = saved["backend_cache"]
+        app._local = saved["local"]
+        app.backend_cls = saved["backend_cls"]
+        conf = app.conf
+        conf.changes.clear()
+        conf.changes.update(saved["changes"])
+        _tls.current_app = saved["current"]
+        _ADOPTED.discard(app)
+
+
+def load_app(target: Any) -> Celery:
+    """The app ``target`` names: an app, a ``"module:attr"`` path, or a factory returning one."""
+    found = target
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        if not module or not attr:
+            raise HarnessError(f"app={target!r}: give 'module:attr', e.g. 'shop.celery_app:app'")
+        try:
+            found = symbol_by_name(f"{module}:{attr}")
+        except ModuleNotFoundError as exc:
+            raise HarnessError(f"app={target!r}: module {exc.name!r} cannot be imported ({exc})") from exc
+        except (ImportError, AttributeError) as exc:
+            raise HarnessError(f"app={target!r} cannot be loaded: {exc}") from exc
+    if not isinstance(found, Celery) and callable(found):
+        found = found()
+    if not isinstance(found, Celery):
+        raise HarnessError(f"app={target!r} is a {type(found).__name__}, not a Celery app")
+    return found

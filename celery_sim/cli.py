@@ -15,17 +15,25 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from .brokers import BROKERS, URL_SCHEMES, mask_url, resolve_broker, validate_result_backend
-from .catalog import default_config, load_catalog, load_scenarios
-from .errors import UsageError
-from .harness import WORKER_KINDS, Harness, HarnessConfig
-from .installed import check_installed
-from .matrix import DEFAULT_REDIS_URL, Column, Matrix, matrix_brokers
-from .namespace import Namespace
-from .process_worker import external_worker_command
-from .report import LiveReporter, render_call, render_catalog, render_matrix, render_report, render_timeline, write_json
-from .runner import Runner, RunReport
-from .scenario import Scenario
+from celery_sim.core.brokers import BROKERS, URL_SCHEMES, mask_url, resolve_broker, validate_result_backend
+from celery_sim.core.harness import WORKER_KINDS, Harness, HarnessConfig
+from celery_sim.core.installed import check_installed
+from celery_sim.core.namespace import Namespace
+from celery_sim.core.workers.process import external_worker_command
+from celery_sim.errors import UsageError
+from celery_sim.reports.console import (
+    LiveReporter,
+    render_call,
+    render_catalog,
+    render_matrix,
+    render_report,
+    render_timeline,
+    write_json,
+)
+from celery_sim.scenarios.catalog import default_config, load_catalog, load_scenarios
+from celery_sim.scenarios.matrix import DEFAULT_REDIS_URL, Column, Matrix, matrix_brokers
+from celery_sim.scenarios.runner import Runner, RunReport
+from celery_sim.scenarios.scenario import Scenario
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
 
@@ -246,7 +254,7 @@ def call_command(
 
     If it does not end within --wait seconds, prints why (the diagnosis) and exits 1.
     """
-    from .call import call_task, import_app, parse_json_option, resolve_task_name
+    from celery_sim.tools.call import call_task, import_app, parse_json_option, resolve_task_name
 
     _setup_logging(verbose)
     try:
@@ -396,7 +404,7 @@ def clean_command(
     A run stopped normally leaves nothing; one killed (SIGKILL, a lost machine) can leave queues,
     exchanges, bindings and results. Lists each thing it removes.
     """
-    from .cleanup import clean
+    from celery_sim.core.cleanup import clean
 
     try:
         _choose_broker("memory", real_broker, result_backend, "thread")
@@ -447,8 +455,8 @@ def bench_command(quick: bool, setups: str | None, cap: float, json_path: Path |
     CPU while idle, stop, and memory per 1,000 tasks; ratios against the default mode. Set-ups that
     cannot run here (a broker down, Dramatiq not installed) are listed with the reason.
     """
-    from .bench import SETUPS, BenchReport, run_bench
-    from .report import render_bench
+    from celery_sim.reports.console import render_bench
+    from celery_sim.tools.bench import SETUPS, BenchReport, run_bench
 
     chosen = [name.strip() for name in setups.split(",")] if setups else list(SETUPS)
     unknown = [name for name in chosen if name not in SETUPS]
@@ -533,7 +541,7 @@ def _execute(
         broker = _choose_broker(broker, real_broker, result_backend, worker)
         check_installed()
         if app_path is not None and scenarios_module is not None:
-            from .call import import_app
+            from celery_sim.tools.call import import_app
 
             import_app(app_path)  # a clear error now, not one per scenario
             registry = load_scenarios(scenarios_module)

@@ -3,7 +3,7 @@
 Registered as ``celery_sim`` (``pytest11`` entry point). Names are prefixed ``csim`` so that they
 never collide with ``celery.contrib.pytest`` (``celery_app``, ``celery_worker``) or pytest-celery:
 
-- ``csim``: a started :class:`~celery_sim.harness.Harness` around your app, stopped after the test.
+- ``csim``: a started :class:`~celery_sim.core.harness.Harness` around your app, stopped after the test.
   The test fails if it left work behind: a message in a queue, a task a worker still holds (an
   ETA, a retry), or a thread of the run.
 - ``csim_app``: which app (override it, or set ``csim_app = module:attr`` in pytest's ini).
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .harness import Harness
+    from celery_sim.core.harness import Harness
 
 __all__ = ["csim", "csim_app", "csim_config", "leftovers"]
 
@@ -114,7 +114,7 @@ def _run_threads(before: set[threading.Thread]) -> list[threading.Thread]:
 @pytest.fixture
 def csim(request: pytest.FixtureRequest, csim_app: Any, csim_config: dict[str, Any]) -> Iterator[Harness]:
     """A started harness running ``csim_app`` on a real Celery worker; the app is restored after."""
-    from .harness import Harness
+    from celery_sim.core.harness import Harness
 
     options = dict(csim_config)
     broker = request.config.getoption("csim_broker") or request.config.getini("csim_broker") or "memory"

@@ -6,7 +6,7 @@ import importlib
 
 from celery import Celery
 
-from celery_sim.namespace import Namespace
+from celery_sim.core.namespace import Namespace
 from demos.brokers.config import broker_queues
 from demos.routing.config import routing_conf
 

@@ -9,13 +9,13 @@ import pytest
 from celery import Celery, signals
 from hypothesis import HealthCheck, settings
 
-from celery_sim.catalog import default_config, load_catalog
+from celery_sim.core.harness import Harness, HarnessConfig
+from celery_sim.core.namespace import Namespace
+from celery_sim.core.workers.process import live_processes
 from celery_sim.embedded import memory, results
 from celery_sim.embedded.fakeredis_server import live_servers
-from celery_sim.harness import Harness, HarnessConfig
-from celery_sim.namespace import Namespace
-from celery_sim.process_worker import live_processes
-from celery_sim.recorder import task_published, task_state_updated
+from celery_sim.observe.recorder import task_published, task_state_updated
+from celery_sim.scenarios.catalog import default_config, load_catalog
 
 load_catalog()
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 
-from celery_sim.namespace import Namespace
+from celery_sim.core.namespace import Namespace
 from demos.config import configure as demo_configure
 
 

@@ -11,8 +11,8 @@ from celery.exceptions import NotRegistered
 from kombu import Exchange, Queue
 
 from celery_sim import DrainTimeout, Harness
+from celery_sim.core.namespace import Namespace
 from celery_sim.errors import HarnessError, WorkerError
-from celery_sim.namespace import Namespace
 
 
 class Flaky(Exception):

@@ -18,10 +18,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from celery_sim.catalog import default_config, load_catalog
-from celery_sim.cleanup import BINDING_DEADLINES
-from celery_sim.harness import Harness
-from celery_sim.runner import Runner
+from celery_sim.core.cleanup import BINDING_DEADLINES
+from celery_sim.core.harness import Harness
+from celery_sim.scenarios.catalog import default_config, load_catalog
+from celery_sim.scenarios.runner import Runner
 
 from .conftest import require_brokers
 from .test_real_brokers import REAL_BROKERS, need

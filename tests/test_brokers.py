@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from celery_sim.brokers import FakeRedisBroker, MemoryBroker, UrlBroker, mask_url, resolve_broker
+from celery_sim.core.brokers import FakeRedisBroker, MemoryBroker, UrlBroker, mask_url, resolve_broker
 from celery_sim.errors import BrokerError
 
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from celery_sim.catalog import default_config, load_catalog
-from celery_sim.harness import Harness
-from celery_sim.report import render_timeline
-from celery_sim.runner import Runner
-from celery_sim.scenario import ScenarioResult, Status
+from celery_sim.core.harness import Harness
+from celery_sim.reports.console import render_timeline
+from celery_sim.scenarios.catalog import default_config, load_catalog
+from celery_sim.scenarios.runner import Runner
+from celery_sim.scenarios.scenario import ScenarioResult, Status
 
 CATALOG = load_catalog()
 CANVAS = [s for s in CATALOG.all() if s.family == "canvas"]

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from celery import chain, chord, group
 
-from celery_sim.catalog import default_config
-from celery_sim.diagnose import diagnose_pending, diagnose_result, diagnose_task
-from celery_sim.harness import Harness
+from celery_sim.core.harness import Harness
+from celery_sim.observe.diagnose import diagnose_pending, diagnose_result, diagnose_task
+from celery_sim.scenarios.catalog import default_config
 from demos.calling.tasks import add
 from demos.routing.tasks import nightly_export
 

@@ -6,8 +6,8 @@ import pytest
 from celery import chain, chord, group
 from celery.exceptions import NotRegistered
 
-from celery_sim.drain import DrainTimeout
-from celery_sim.harness import Harness
+from celery_sim.core.drain import DrainTimeout
+from celery_sim.core.harness import Harness
 from demos.calling.tasks import add
 from demos.canvas.tasks import collect, double, fail
 from demos.retries.tasks import fetch_page

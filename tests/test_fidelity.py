@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from celery_sim.matrix import Column, Matrix
-from celery_sim.runner import RunReport
-from celery_sim.scenario import Check, Scenario, ScenarioResult, Status
+from celery_sim.scenarios.matrix import Column, Matrix
+from celery_sim.scenarios.runner import RunReport
+from celery_sim.scenarios.scenario import Check, Scenario, ScenarioResult, Status
 
 from .conftest import require_brokers
 

@@ -7,11 +7,11 @@ import pytest
 from celery import Celery
 from celery._state import _tls
 
-from celery_sim.catalog import default_config
+from celery_sim.core.harness import Harness
+from celery_sim.core.workers.thread import EmbeddedWorker, PromptTimer
 from celery_sim.embedded import memory, results
 from celery_sim.errors import HarnessError, WorkerError
-from celery_sim.harness import Harness
-from celery_sim.worker import EmbeddedWorker, PromptTimer
+from celery_sim.scenarios.catalog import default_config
 from demos.calling.tasks import add
 from demos.routing.tasks import nightly_export
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from celery_sim.catalog import default_config
-from celery_sim.harness import Harness
+from celery_sim.core.harness import Harness
+from celery_sim.scenarios.catalog import default_config
 from demos.calling.tasks import add
 from demos.routing.tasks import nightly_export
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from celery.app.control import Control
 
-from celery_sim.catalog import default_config, load_catalog
+from celery_sim.core.harness import Harness
 from celery_sim.embedded import memory
-from celery_sim.harness import Harness
-from celery_sim.runner import Runner
-from celery_sim.scenario import ScenarioResult, Status
+from celery_sim.scenarios.catalog import default_config, load_catalog
+from celery_sim.scenarios.runner import Runner
+from celery_sim.scenarios.scenario import ScenarioResult, Status
 from demos.config import WORKER_QUEUES
 
 from . import mutations

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from celery_sim.catalog import default_config
+from celery_sim.core.harness import Harness
 from celery_sim.errors import HarnessError
-from celery_sim.harness import Harness
+from celery_sim.scenarios.catalog import default_config
 from demos.timing.tasks import sleep_for
 
 

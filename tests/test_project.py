@@ -80,6 +80,7 @@ def test_the_public_names_are_pinned_and_each_resolves() -> None:
         "ScenarioResult",
         "SkipScenario",
         "Status",
+        "TaskExpectation",
         "Timeline",
         "UsageError",
         "WaitTimeout",
@@ -90,7 +91,18 @@ def test_the_public_names_are_pinned_and_each_resolves() -> None:
     ]
     for name in celery_sim.__all__:
         assert getattr(celery_sim, name) is not None
-    assert celery_sim.Harness.__module__ == "celery_sim.harness"
+    assert celery_sim.Harness.__module__ == "celery_sim.core.harness"
+
+
+def test_a_public_function_is_not_shadowed_by_a_module_of_its_name() -> None:
+    """`from celery_sim import scenario` once gave the module celery_sim.scenario (imported first)."""
+    code = (
+        "import celery_sim.scenarios.scenario, celery_sim.core.drain, celery_sim.observe.diagnose\n"
+        "from celery_sim import scenario, drain, diagnose_result\n"
+        "print(all(callable(f) and not isinstance(f, type(celery_sim)) for f in (scenario, drain, diagnose_result)))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert completed.stdout.strip() == "True", completed.stderr
 
 
 def test_importing_the_package_does_not_import_celery() -> None:

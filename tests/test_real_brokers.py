@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from celery_sim.brokers import mask_url, resolve_broker
+from celery_sim.core.brokers import mask_url, resolve_broker
 from celery_sim.errors import BrokerError
 
 from .conftest import require_brokers
@@ -101,7 +101,7 @@ def test_complete_passes_with_external_workers_started_by_the_documented_command
         name, _, value = words.pop(0).partition("=")
         env[name] = value
     env["CSIM_BROKER_URL"] = url  # the printed command masks the password
-    assert words[:4] == ["celery", "-A", "celery_sim.worker_app", "worker"]
+    assert words[:4] == ["celery", "-A", "celery_sim.core.workers.bootstrap", "worker"]
     node = words.index("-n") + 1
     workers = [
         subprocess.Popen(
@@ -148,7 +148,7 @@ def test_external_mode_without_workers_reports_once_with_the_command_to_start_on
     first, *rest = data["scenarios"]
     assert first["status"] == "error"
     assert "no external worker consumes default, secretflow_queue, web_queue of run nobodyhome" in first["diagnosis"]
-    assert "celery -A celery_sim.worker_app worker -E -Q csim-nobodyhome.default" in first["diagnosis"]
+    assert "celery -A celery_sim.core.workers.bootstrap worker -E -Q csim-nobodyhome.default" in first["diagnosis"]
     assert {s["status"] for s in rest} == {"skipped"}
 
 
@@ -158,9 +158,9 @@ def test_a_run_leaves_no_queue_exchange_or_binding_on_a_shared_broker(url: str) 
     from kombu import Connection
     from kombu.exceptions import ChannelError
 
-    from celery_sim.catalog import default_config, load_catalog
-    from celery_sim.harness import Harness
-    from celery_sim.runner import Runner
+    from celery_sim.core.harness import Harness
+    from celery_sim.scenarios.catalog import default_config, load_catalog
+    from celery_sim.scenarios.runner import Runner
 
     need(url)
     run_id = f"leak{uuid.uuid4().hex[:8]}"

@@ -76,7 +76,7 @@ def _start_run(*args: str) -> tuple[subprocess.Popen[bytes], set[int]]:
     deadline = time.monotonic() + LIMIT_S
     while time.monotonic() < deadline:
         started = _descendants(cli.pid)
-        workers = {p for p in started if "celery_sim.worker_app" in _cmdline(p)}
+        workers = {p for p in started if "celery_sim.core.workers.bootstrap" in _cmdline(p)}
         # the worker's main process and its pool child (prefork)
         if len(workers) >= 2 and any("fakeredis_server" in _cmdline(p) for p in started):
             return cli, started
@@ -117,7 +117,9 @@ def test_a_scenario_past_its_deadline_still_has_its_worker_process_reaped() -> N
     output = cli.communicate(timeout=LIMIT_S)[0].decode()
     assert cli.returncode == 1, output
     assert "timeout" in output
-    assert any("celery_sim.worker_app" in line for line in seen.values()), "the worker process never started"
+    assert any("celery_sim.core.workers.bootstrap" in line for line in seen.values()), (
+        "the worker process never started"
+    )
     assert _gone_within(set(seen), 5.0) == set()
 
 

@@ -23,7 +23,7 @@ from hypothesis import Phase, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FlakyFailure
 
-from celery_sim.harness import Harness
+from celery_sim.core.harness import Harness
 from tests import retry_model
 from tests.retry_model import EXCEPTIONS, Policy, Prediction, predict
 

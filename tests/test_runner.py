@@ -10,11 +10,11 @@ from typing import Any
 
 from rich.console import Console
 
-from celery_sim.catalog import default_config
-from celery_sim.harness import Harness
-from celery_sim.report import render_report
-from celery_sim.runner import Runner, RunReport
-from celery_sim.scenario import Check, Context, Scenario, ScenarioResult, Status
+from celery_sim.core.harness import Harness
+from celery_sim.reports.console import render_report
+from celery_sim.scenarios.catalog import default_config
+from celery_sim.scenarios.runner import Runner, RunReport
+from celery_sim.scenarios.scenario import Check, Context, Scenario, ScenarioResult, Status
 from demos.calling.tasks import add
 from demos.routing.tasks import nightly_export
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from celery import Celery
 
+from celery_sim.core.installed import check_installed, missing_module
 from celery_sim.errors import HarnessError, MissingModuleError, WorkerError
-from celery_sim.events import EventRecorder
-from celery_sim.installed import check_installed, missing_module
-from celery_sim.timeline import Timeline
+from celery_sim.observe.events import EventRecorder
+from celery_sim.observe.timeline import Timeline
 
 
 def test_a_missing_module_behind_a_worker_error_is_found_and_named() -> None:

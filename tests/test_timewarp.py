@@ -1,4 +1,4 @@
-"""The time compression of published messages (celery_sim.timewarp), and its limits."""
+"""The time compression of published messages (celery_sim.core.timewarp), and its limits."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from celery_sim import timewarp
-from celery_sim.brokers import backend_kind
-from celery_sim.harness import Harness
+from celery_sim.core.brokers import backend_kind
+from celery_sim.core.harness import Harness
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 

@@ -30,7 +30,7 @@ from celery.result import GroupResult, allow_join_result
 from celery.utils.functional import _regen  # type: ignore[attr-defined]  # not in the stubs
 
 if TYPE_CHECKING:
-    from .results import Store
+    from celery_sim.embedded.results import Store
 
 __all__ = ["RedisStyleChords"]
 

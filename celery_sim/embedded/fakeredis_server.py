@@ -29,8 +29,8 @@ from typing import Any
 from fakeredis import FakeServer
 from fakeredis._clients._tcp_server import TCPFakeRequestHandler
 
-from ..errors import BrokerError
-from ..spawn import popen, wait_ready
+from celery_sim.core.workers.spawn import popen, wait_ready
+from celery_sim.errors import BrokerError
 
 __all__ = ["FakeRedisServer", "live_servers"]
 

@@ -20,7 +20,7 @@ from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.encoding import bytes_to_str
 
-from .chords import RedisStyleChords
+from celery_sim.embedded.chords import RedisStyleChords
 
 __all__ = ["MemoryResultBackend", "Store", "drop", "live_stores", "reopen", "store_for"]
 

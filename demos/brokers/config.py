@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-from celery_sim.namespace import Namespace
+from celery_sim.core.namespace import Namespace
 
 #: RabbitMQ gives a queue priorities only when it is declared with x-max-priority (other
 #: transports ignore the argument).

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from celery_sim.spawn import popen, wait_ready
+from celery_sim.core.workers.spawn import popen, wait_ready
 
 __all__ = ["PrivateRedis", "redis_server_path"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from celery_sim.harness import Harness
-from celery_sim.scenario import Context, WaitTimeout, scenario
+from celery_sim.core.harness import Harness
+from celery_sim.scenarios.scenario import Context, WaitTimeout, scenario
 from demos import ledger
 from demos.brokers.private_redis import PrivateRedis, redis_server_path
 from demos.brokers.tasks import (

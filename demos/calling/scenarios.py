@@ -12,7 +12,7 @@ from celery.bin.call import call as celery_call_command
 from celery.exceptions import NotRegistered
 from celery.result import AsyncResult, EagerResult
 
-from celery_sim.scenario import Context, scenario
+from celery_sim.scenarios.scenario import Context, scenario
 from demos.calling.tasks import add, whoami
 
 

@@ -10,7 +10,7 @@ from celery.backends.base import Backend
 from celery.exceptions import ChordError
 from celery.result import AsyncResult
 
-from celery_sim.scenario import Context, scenario
+from celery_sim.scenarios.scenario import Context, scenario
 from demos import ledger
 from demos.canvas.tasks import (
     add,

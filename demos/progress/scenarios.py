@@ -7,7 +7,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from celery_sim.scenario import Context, scenario
+from celery_sim.scenarios.scenario import Context, scenario
 from demos.progress.tasks import process_items
 
 LIFECYCLE = ["PENDING", "STARTED", "PROGRESS", "SUCCESS"]

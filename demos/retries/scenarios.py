@@ -1,7 +1,7 @@
 """Retries: what self.retry, autoretry_for, backoff and max_retries really do, in compressed time.
 
 Every scenario runs its tasks under a time scale: Celery computes each retry's ETA as usual, and
-the harness shortens the delay as the message is published (``celery_sim.timewarp``). The checks
+the harness shortens the delay as the message is published (``celery_sim.core.timewarp``). The checks
 read the countdowns Celery scheduled from the retry messages (the timeline keeps the original ETA).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from celery.exceptions import MaxRetriesExceededError
 from celery.result import AsyncResult
 
-from celery_sim.scenario import Context, scenario
+from celery_sim.scenarios.scenario import Context, scenario
 from demos import ledger
 from demos.config import RPC_NO_STORE
 from demos.retries.tasks import (

@@ -2,7 +2,7 @@
 
 Each fails in a planned way (by attempt number, ``self.request.retries``), so that every run of a
 scenario sees the same story. Their retry delays are the guides' (seconds to minutes); scenarios
-run them under a time scale (see ``celery_sim.timewarp``), so a 30 s countdown takes 30 ms.
+run them under a time scale (see ``celery_sim.core.timewarp``), so a 30 s countdown takes 30 ms.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from celery_sim.namespace import Namespace
+from celery_sim.core.namespace import Namespace
 
 #: task name -> route, as a guide's celeryconfig.py would write it.
 ROUTES: dict[str, dict[str, str]] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery_sim.scenario import Context, scenario
+from celery_sim.scenarios.scenario import Context, scenario
 from demos.routing.tasks import nightly_export, quick_task, render_page, secretflow_job, slow_report, unrouted
 
 

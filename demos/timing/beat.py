@@ -15,7 +15,7 @@ from typing import Any
 from celery.beat import Scheduler
 from celery.schedules import crontab, schedule
 
-from celery_sim.scenario import Context, scenario
+from celery_sim.scenarios.scenario import Context, scenario
 
 START = datetime(2026, 11, 21, 23, 59, 0, tzinfo=timezone.utc)
 

@@ -12,8 +12,8 @@ from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
-from celery_sim.scenario import Context, scenario
-from celery_sim.timewarp import parse_time
+from celery_sim.core.timewarp import parse_time
+from celery_sim.scenarios.scenario import Context, scenario
 from demos.timing.tasks import (
     HARD_LIMIT_S,
     SOFT_LIMIT_S,

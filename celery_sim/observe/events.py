@@ -3,7 +3,7 @@
 An embedded worker runs in the harness's process, where Celery's signals feed the timeline
 directly. A worker in another process (``--worker process`` or ``external``) is observed the way
 Celery's own monitors observe it: through task events (``celery worker -E``), plus the custom
-``csim-published`` and ``csim-progress`` events sent by :mod:`celery_sim.worker_app`.
+``csim-published`` and ``csim-progress`` events sent by :mod:`celery_sim.core.workers.bootstrap`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 from celery import Celery
 from celery.events.receiver import EventReceiver
 
-from .errors import HarnessError
-from .installed import missing_module
-from .timeline import EventKind, Timeline
+from celery_sim.core.installed import missing_module
+from celery_sim.errors import HarnessError
+from celery_sim.observe.timeline import EventKind, Timeline
 
 __all__ = ["EventRecorder"]
 

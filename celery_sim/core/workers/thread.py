@@ -17,8 +17,8 @@ from celery.concurrency import thread as thread_pool
 from celery.utils import timer2
 from celery.worker import WorkController
 
-from . import joinblock
-from .errors import WorkerError
+from celery_sim.core.workers import joinblock
+from celery_sim.errors import WorkerError
 
 __all__ = ["EmbeddedWorker"]
 
@@ -92,7 +92,7 @@ class ThreadPool(thread_pool.TaskPool):
     Celery's thread pool traces each task with ``current_app``, which is thread-local: a fresh
     pool thread would otherwise fall back to the process default app, and two harnesses in one
     process would run each other's tasks with the wrong app. Each thread is also marked as a
-    worker thread, where ``result.get()`` raises (see :mod:`celery_sim.joinblock`).
+    worker thread, where ``result.get()`` raises (see :mod:`celery_sim.core.workers.joinblock`).
     """
 
     Timer = PromptTimer

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .errors import UsageError
-from .harness import HarnessConfig
-from .scenario import REGISTRY, Registry
+from celery_sim.core.harness import HarnessConfig
+from celery_sim.errors import UsageError
+from celery_sim.scenarios.scenario import REGISTRY, Registry
 
 __all__ = ["FAMILIES", "default_config", "load_catalog", "load_scenarios"]
 

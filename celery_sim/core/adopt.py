@@ -22,10 +22,10 @@ from celery import Celery, states
 from celery._state import _tls  # type: ignore[attr-defined]
 from kombu.utils.imports import symbol_by_name
 
-from . import timewarp
-from .errors import HarnessError
-from .namespace import Namespace, namespace_conf
-from .recorder import RecordingAMQPMixin, task_state_updated
+from celery_sim.core import timewarp
+from celery_sim.core.namespace import Namespace, namespace_conf
+from celery_sim.errors import HarnessError
+from celery_sim.observe.recorder import RecordingAMQPMixin, task_state_updated
 
 __all__ = ["Adoption", "instrument", "load_app", "routed_queues"]
 
@@ -41,7 +41,7 @@ def instrument(app: Celery, ns: Namespace, backends: weakref.WeakSet[Any] | None
     """Record ``app``'s publishing (with time compression) and ``update_state``, and route it into ``ns``.
 
     The app's cached ``amqp`` helper becomes one of a recording subclass of the app's own AMQP
-    class (:class:`~celery_sim.recorder.RecordingAMQPMixin`); each result backend the app creates
+    class (:class:`~celery_sim.observe.recorder.RecordingAMQPMixin`); each result backend the app creates
     reports the states tasks store themselves (progress, custom states) and joins ``backends``.
     :meth:`Adoption.restore` undoes both.
     """

@@ -13,21 +13,21 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from . import timewarp
-from .adopt import Adoption, load_app, routed_queues
-from .appfactory import AppSpec, Configure, build_app
-from .brokers import Broker, Endpoints, backend_kind, mask_url, resolve_broker
-from .cleanup import delete_run_keys
-from .errors import HarnessError, WorkerError
-from .events import EventRecorder
-from .namespace import Namespace
-from .process_worker import ProcessWorker, external_worker_command
-from .recorder import Recorder
-from .timeline import Timeline
-from .worker import EmbeddedWorker
+from celery_sim.core import timewarp
+from celery_sim.core.adopt import Adoption, load_app, routed_queues
+from celery_sim.core.appfactory import AppSpec, Configure, build_app
+from celery_sim.core.brokers import Broker, Endpoints, backend_kind, mask_url, resolve_broker
+from celery_sim.core.cleanup import delete_run_keys
+from celery_sim.core.namespace import Namespace
+from celery_sim.core.workers.process import ProcessWorker, external_worker_command
+from celery_sim.core.workers.thread import EmbeddedWorker
+from celery_sim.errors import HarnessError, WorkerError
+from celery_sim.observe.events import EventRecorder
+from celery_sim.observe.recorder import Recorder
+from celery_sim.observe.timeline import Timeline
 
 if TYPE_CHECKING:
-    from .expect import TaskExpectation
+    from celery_sim.core.expect import TaskExpectation
 
 __all__ = ["WORKER_KINDS", "Harness", "HarnessConfig", "Worker"]
 
@@ -68,13 +68,13 @@ class HarnessConfig:
     """How to build a run: broker, the queues the main worker consumes, and the app's configuration.
 
     ``queues`` and every queue name given to the harness are logical names; the harness maps
-    them into the run's namespace (see :class:`~celery_sim.namespace.Namespace`).
+    them into the run's namespace (see :class:`~celery_sim.core.namespace.Namespace`).
     """
 
     broker: str = "memory"
     result_backend: str | None = None
     concurrency: int = 4
-    #: The app the run lends and gives back (see :mod:`celery_sim.adopt`): a Celery app, a
+    #: The app the run lends and gives back (see :mod:`celery_sim.core.adopt`): a Celery app, a
     #: ``"module:attr"`` path (worker processes need one) or a factory; None: the harness builds
     #: one from ``configure`` and ``extra_conf``.
     app: Any = None
@@ -88,7 +88,7 @@ class HarnessConfig:
     stop_timeout: float = 10.0
     worker_loglevel: str = "WARNING"
     run_id: str | None = None
-    #: Delays of published messages are multiplied by this (see :mod:`celery_sim.timewarp`).
+    #: Delays of published messages are multiplied by this (see :mod:`celery_sim.core.timewarp`).
     time_scale: float = 1.0
     #: Where the main worker runs: "thread" (embedded, in this process), "process" (a ``celery
     #: worker`` subprocess with the prefork pool) or "external" (workers started by the user for
@@ -291,7 +291,7 @@ class Harness:
 
     @property
     def backend_kind(self) -> str | None:
-        """ "rpc" or "db" when the result backend was chosen so (see :func:`~celery_sim.brokers.backend_kind`)."""
+        """ "rpc" or "db" when the result backend was chosen so (see :func:`~celery_sim.core.brokers.backend_kind`)."""
         return backend_kind(self.config.result_backend)
 
     @property
@@ -404,7 +404,7 @@ class Harness:
         """Within the block, delays of messages published by this run are multiplied by ``scale``.
 
         Messages published in the block carry the scale, so their retries are compressed too,
-        even after the block has ended (see :mod:`celery_sim.timewarp`).
+        even after the block has ended (see :mod:`celery_sim.core.timewarp`).
         """
         conf = self.app.conf
         previous = conf.get(timewarp.CONF_KEY)
@@ -415,23 +415,23 @@ class Harness:
             conf[timewarp.CONF_KEY] = previous
 
     def drain(self, timeout: float = 10.0, *, fail_fast: bool = True) -> None:
-        """Wait until every task this run published has ended (see :func:`celery_sim.drain.drain`)."""
-        from .drain import drain
+        """Wait until every task this run published has ended (see :func:`celery_sim.core.drain.drain`)."""
+        from celery_sim.core.drain import drain
 
         drain(self, timeout, fail_fast=fail_fast)
 
     def diagnose(self, result_or_id: Any) -> str:
         """Why a task (an AsyncResult, a group's, chain's or chord's, or a task id) is not done,
-        in one sentence naming the cause and the fix (see :mod:`celery_sim.diagnose`)."""
-        from .diagnose import diagnose_result, diagnose_task
+        in one sentence naming the cause and the fix (see :mod:`celery_sim.observe.diagnose`)."""
+        from celery_sim.observe.diagnose import diagnose_result, diagnose_task
 
         if isinstance(result_or_id, str):
             return diagnose_task(self, result_or_id)
         return diagnose_result(self, result_or_id)
 
     def expect(self, result_or_id: Any) -> TaskExpectation:
-        """Assertions on what the run observed of one task (see :class:`~celery_sim.expect.TaskExpectation`)."""
-        from .expect import TaskExpectation
+        """Assertions on what the run observed of one task (see :class:`~celery_sim.core.expect.TaskExpectation`)."""
+        from celery_sim.core.expect import TaskExpectation
 
         return TaskExpectation(self, result_or_id)
 

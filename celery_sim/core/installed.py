@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import MissingModuleError
+from celery_sim.errors import MissingModuleError
 
 __all__ = ["RUNTIME_MODULES", "check_installed", "missing_module"]
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from celery import Celery
 
-from . import timewarp
-from .errors import HarnessError
-from .namespace import Namespace
+from celery_sim.core import timewarp
+from celery_sim.core.namespace import Namespace
+from celery_sim.errors import HarnessError
 
 __all__ = ["ENV_SPEC", "AppSpec", "Configure", "build_app", "configure_path", "load_configure"]
 

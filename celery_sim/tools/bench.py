@@ -63,8 +63,8 @@ def _rss_mib() -> float:
 
 @contextmanager
 def _harness(broker: str) -> Iterator[Sender]:
-    from .catalog import default_config, load_catalog
-    from .harness import Harness
+    from celery_sim.core.harness import Harness
+    from celery_sim.scenarios.catalog import default_config, load_catalog
 
     load_catalog()
     with Harness(default_config(broker=broker, concurrency=2)) as h:
@@ -210,8 +210,8 @@ def _available(setup: str) -> str | None:
         except ImportError:
             return "dramatiq is not installed (pip install dramatiq to include it)"
     if setup in ("redis", "amqp"):
-        from .brokers import resolve_broker
-        from .errors import BrokerError
+        from celery_sim.core.brokers import resolve_broker
+        from celery_sim.errors import BrokerError
 
         url = "redis://127.0.0.1:6379/0" if setup == "redis" else "amqp://guest:guest@127.0.0.1:5672//"
         try:
@@ -255,8 +255,8 @@ def _main(argv: list[str]) -> None:
     # Imports first: "ready" is the time a set-up takes to start, not Python's to import Celery.
     import celery.contrib.testing.worker  # noqa: F401
 
-    from .catalog import load_catalog
-    from .harness import Harness  # noqa: F401
+    from celery_sim.core.harness import Harness  # noqa: F401
+    from celery_sim.scenarios.catalog import load_catalog
 
     load_catalog()
     figures = measure(setup, sizes, samples, budget_s, idle_s=min(IDLE_S, budget_s))

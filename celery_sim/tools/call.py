@@ -13,10 +13,10 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from .adopt import load_app
-from .errors import HarnessError, UsageError
-from .harness import Harness
-from .timeline import Event
+from celery_sim.core.adopt import load_app
+from celery_sim.core.harness import Harness
+from celery_sim.errors import HarnessError, UsageError
+from celery_sim.observe.timeline import Event
 
 __all__ = ["CallOutcome", "call_task", "import_app", "parse_json_option", "resolve_task_name"]
 

@@ -1,4 +1,4 @@
-"""Feeds a :class:`~celery_sim.timeline.Timeline` from one Celery app's publishing and signals.
+"""Feeds a :class:`~celery_sim.observe.timeline.Timeline` from one Celery app's publishing and signals.
 
 Celery's signals are process-global; every receiver here keeps only what concerns its own app,
 so two harnesses in one process never record each other's tasks.
@@ -14,10 +14,10 @@ from typing import Any
 from celery import Celery, signals
 from celery.utils.dispatch import Signal
 
-from . import timewarp
-from .brokers import backend_kind
-from .namespace import Namespace, NamespacedRouter
-from .timeline import Timeline
+from celery_sim.core import timewarp
+from celery_sim.core.brokers import backend_kind
+from celery_sim.core.namespace import Namespace, NamespacedRouter
+from celery_sim.observe.timeline import Timeline
 
 __all__ = ["Recorder", "RecordingAMQPMixin", "published_data", "task_published", "task_state_updated"]
 
@@ -25,7 +25,7 @@ __all__ = ["Recorder", "RecordingAMQPMixin", "published_data", "task_published",
 task_published = Signal(
     name="csim_task_published", providing_args=["headers", "warp", "queue", "routing_key", "exchange"]
 )
-#: Sent (by the backends of an instrumented app, see :func:`celery_sim.adopt.instrument`) when a
+#: Sent (by the backends of an instrumented app, see :func:`celery_sim.core.adopt.instrument`) when a
 #: task stores a state of its own with ``update_state`` (progress, custom states); sender: the app.
 task_state_updated = Signal(name="csim_task_state_updated", providing_args=["task_id", "name", "state", "meta"])
 

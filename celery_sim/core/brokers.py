@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import BrokerError
+from celery_sim.errors import BrokerError
 
 __all__ = [
     "BACKEND_SCHEMES",
@@ -78,7 +78,7 @@ class MemoryBroker(Broker):
     embedded = True
 
     def open(self, run_id: str) -> Endpoints:
-        from .embedded import SCHEME, memory, results
+        from celery_sim.embedded import SCHEME, memory, results
 
         memory.reopen(run_id)
         results.reopen(run_id)
@@ -101,7 +101,7 @@ class FakeRedisBroker(Broker):
     embedded = True
 
     def open(self, run_id: str) -> Endpoints:
-        from .embedded.fakeredis_server import FakeRedisServer
+        from celery_sim.embedded.fakeredis_server import FakeRedisServer
 
         server = FakeRedisServer.start(run_id)
         return Endpoints(
@@ -140,7 +140,7 @@ class UrlBroker(Broker):
                 with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
                     conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=math.ceil(timeout))
             except ImportError as exc:  # a missing client library, not an unreachable broker
-                from .installed import missing_module
+                from celery_sim.core.installed import missing_module
 
                 raise (missing_module(exc, f"the {role} at {mask_url(url)}") or exc) from None
             except Exception as exc:

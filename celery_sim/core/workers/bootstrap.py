@@ -1,6 +1,6 @@
-"""The app of a ``celery worker`` process started by the harness: ``celery -A celery_sim.worker_app worker``.
+"""The app of a ``celery worker`` process started by the harness: ``celery -A celery_sim.core.workers.bootstrap worker``.
 
-The harness passes the run's :class:`~celery_sim.appfactory.AppSpec` in ``CSIM_APP_SPEC``; this
+The harness passes the run's :class:`~celery_sim.core.appfactory.AppSpec` in ``CSIM_APP_SPEC``; this
 module builds the same app from it (same tasks, routes, namespaced queues and exchanges). A worker
 the user starts for ``--worker external`` gives ``CSIM_BROKER_URL``, ``CSIM_RUN_ID`` and optionally
 ``CSIM_RESULT_BACKEND`` instead (``python -m celery_sim worker-command`` prints the command). The
@@ -19,11 +19,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_prerun
 
-from .adopt import Adoption, load_app
-from .appfactory import ENV_SPEC, AppSpec, build_app
-from .brokers import UrlBroker
-from .namespace import Namespace
-from .recorder import published_data, task_published, task_state_updated
+from celery_sim.core.adopt import Adoption, load_app
+from celery_sim.core.appfactory import ENV_SPEC, AppSpec, build_app
+from celery_sim.core.brokers import UrlBroker
+from celery_sim.core.namespace import Namespace
+from celery_sim.observe.recorder import published_data, task_published, task_state_updated
 
 __all__ = ["app"]
 

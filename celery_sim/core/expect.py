@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .harness import Harness
+    from celery_sim.core.harness import Harness
 
 __all__ = ["TaskExpectation"]
 

@@ -15,13 +15,13 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from celery.states import READY_STATES
 
-from .brokers import mask_url
-from .errors import CelerySimError, UnknownScenarioError
-from .timeline import TASK_END_KINDS
+from celery_sim.core.brokers import mask_url
+from celery_sim.errors import CelerySimError, UnknownScenarioError
+from celery_sim.observe.timeline import TASK_END_KINDS
 
 if TYPE_CHECKING:
-    from .harness import Harness, Worker
-    from .timeline import Event, Timeline
+    from celery_sim.core.harness import Harness, Worker
+    from celery_sim.observe.timeline import Event, Timeline
 
 T = TypeVar("T")
 
@@ -254,7 +254,7 @@ class Context:
 
     def guard(self, result: AsyncResult[Any], timeout: float | None = None, propagate: bool = True) -> Guarded:
         """Like :meth:`wait`, but a timeout is returned as a diagnosis instead of raised."""
-        from .diagnose import diagnose_result, stale_state
+        from celery_sim.observe.diagnose import diagnose_result, stale_state
 
         limit = self.remaining() if timeout is None else min(timeout, self.remaining())
         started = monotonic()
@@ -284,7 +284,7 @@ class Context:
         """:meth:`_settle` the task of ``result`` and of every result it waited on (group members,
         the earlier steps of a chain, a chord's header): a worker process's events for them can
         arrive after the last one's."""
-        from .diagnose import members
+        from celery_sim.observe.diagnose import members
 
         for member in members(result):
             self._settle(member.id)
@@ -345,7 +345,7 @@ class Context:
             position = self.timeline.mark() if event else position
 
     def time_scale(self, scale: float) -> AbstractContextManager[None]:
-        """Compress the delays of messages published within the block (see :mod:`celery_sim.timewarp`)."""
+        """Compress the delays of messages published within the block (see :mod:`celery_sim.core.timewarp`)."""
         return self.harness.time_scale(scale)
 
     def published(self, task_id: str) -> list[Event]:

@@ -12,10 +12,10 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .brokers import mask_url, resolve_broker
-from .errors import BrokerError
-from .runner import RunReport
-from .scenario import Scenario, ScenarioResult, Status
+from celery_sim.core.brokers import mask_url, resolve_broker
+from celery_sim.errors import BrokerError
+from celery_sim.scenarios.runner import RunReport
+from celery_sim.scenarios.scenario import Scenario, ScenarioResult, Status
 
 __all__ = ["DEFAULT_AMQP_URL", "DEFAULT_REDIS_URL", "Column", "Matrix", "matrix_brokers"]
 

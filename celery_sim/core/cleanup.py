@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .brokers import URL_SCHEMES, mask_url
-from .errors import BrokerError
+from celery_sim.core.brokers import URL_SCHEMES, mask_url
+from celery_sim.errors import BrokerError
 
 __all__ = ["Leftover", "clean", "delete_run_keys", "find_leftovers", "remove"]
 

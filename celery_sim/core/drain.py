@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 from celery.exceptions import NotRegistered
 from celery.result import AsyncResult
 
-from .diagnose import diagnose_pending, diagnose_task
-from .errors import CelerySimError
+from celery_sim.errors import CelerySimError
+from celery_sim.observe.diagnose import diagnose_pending, diagnose_task
 
 if TYPE_CHECKING:
-    from .harness import Harness
+    from celery_sim.core.harness import Harness
 
 __all__ = ["DrainTimeout", "drain", "raise_failure"]
 

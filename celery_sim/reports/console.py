@@ -17,14 +17,14 @@ from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .brokers import mask_url
-from .matrix import Matrix
-from .runner import RunReport
-from .scenario import Registry, Scenario, ScenarioResult, Status
-from .timeline import ATTEMPT_END_KINDS, Event
+from celery_sim.core.brokers import mask_url
+from celery_sim.observe.timeline import ATTEMPT_END_KINDS, Event
+from celery_sim.scenarios.matrix import Matrix
+from celery_sim.scenarios.runner import RunReport
+from celery_sim.scenarios.scenario import Registry, Scenario, ScenarioResult, Status
 
 if TYPE_CHECKING:
-    from .call import CallOutcome
+    from celery_sim.tools.call import CallOutcome
 
 __all__ = [
     "LiveReporter",
@@ -62,7 +62,7 @@ def _notes(result: ScenarioResult, diagnosis_style: str) -> list[str]:
 
 
 class LiveReporter:
-    """A :class:`~celery_sim.runner.RunObserver` that shows the run as it goes."""
+    """A :class:`~celery_sim.scenarios.runner.RunObserver` that shows the run as it goes."""
 
     def __init__(self, console: Console) -> None:
         self.console = console

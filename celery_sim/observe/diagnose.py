@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 from celery.backends.base import DisabledBackend
 from celery.result import AsyncResult
 
-from .timeline import Event
+from celery_sim.observe.timeline import Event
 
 if TYPE_CHECKING:
-    from .harness import Harness
+    from celery_sim.core.harness import Harness
 
 __all__ = ["diagnose_pending", "diagnose_result", "diagnose_task", "members", "stale_state"]
 

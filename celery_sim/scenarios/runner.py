@@ -11,11 +11,20 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Protocol
 
-from .diagnose import diagnose_pending
-from .errors import CelerySimError
-from .harness import Harness
-from .installed import missing_module
-from .scenario import Check, Context, Scenario, ScenarioResult, SkipScenario, Status, StoredStateRace, WaitTimeout
+from celery_sim.core.harness import Harness
+from celery_sim.core.installed import missing_module
+from celery_sim.errors import CelerySimError
+from celery_sim.observe.diagnose import diagnose_pending
+from celery_sim.scenarios.scenario import (
+    Check,
+    Context,
+    Scenario,
+    ScenarioResult,
+    SkipScenario,
+    Status,
+    StoredStateRace,
+    WaitTimeout,
+)
 
 __all__ = ["RunObserver", "RunReport", "Runner", "ScenarioCancelled"]
 

@@ -16,11 +16,11 @@ from typing import IO, Any
 
 from celery import Celery
 
-from .appfactory import ENV_SPEC, AppSpec
-from .brokers import mask_url
-from .errors import WorkerError
-from .namespace import Namespace
-from .spawn import popen, wait_ready
+from celery_sim.core.appfactory import ENV_SPEC, AppSpec
+from celery_sim.core.brokers import mask_url
+from celery_sim.core.namespace import Namespace
+from celery_sim.core.workers.spawn import popen, wait_ready
+from celery_sim.errors import WorkerError
 
 __all__ = ["ProcessWorker", "external_worker_command", "live_processes"]
 
@@ -40,7 +40,7 @@ def external_worker_command(
     if result_backend:
         env.append(f"CSIM_RESULT_BACKEND='{mask_url(result_backend)}'")
     return (
-        f"{' '.join(env)} celery -A celery_sim.worker_app worker -E "
+        f"{' '.join(env)} celery -A celery_sim.core.workers.bootstrap worker -E "
         f"-Q {','.join(ns.queue(q) for q in queues)} -n worker1@%h"
     )
 
@@ -51,7 +51,7 @@ def live_processes() -> list[int]:
 
 
 class ProcessWorker:
-    """``celery -A celery_sim.worker_app worker -P prefork`` for one run, with a bounded start and stop.
+    """``celery -A celery_sim.core.workers.bootstrap worker -P prefork`` for one run, with a bounded start and stop.
 
     The process leads its own process group, so a stop can kill the pool's children with it;
     it is ready once it answers Celery's remote-control ``ping``.
@@ -100,7 +100,7 @@ class ProcessWorker:
             "-m",
             "celery",
             "-A",
-            "celery_sim.worker_app",
+            "celery_sim.core.workers.bootstrap",
             "worker",
             "-P",
             self.pool,

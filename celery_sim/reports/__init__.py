@@ -1,0 +1,1 @@
+"""Rendering of results (console, JSON); reads results and timelines, runs nothing."""

@@ -1,0 +1,1 @@
+"""Scenarios: the ``@scenario`` registry and context, the catalog, the runner and the broker matrix."""

@@ -1,0 +1,1 @@
+"""Commands built on the public engine: ``call`` and ``bench``."""

@@ -351,20 +351,39 @@ def matrix_command(
 @click.option("--real-broker", required=True, metavar="URL", help="The broker the run will use.")
 @click.option("--result-backend", metavar="URL", help="As for `complete` (default: as there).")
 @click.option("--run-id", callback=_run_id, default=EXTERNAL_RUN_ID, show_default=True, metavar="ID")
-def worker_command(real_broker: str, result_backend: str | None, run_id: str) -> None:
+@click.option(
+    "--app", "app_path", metavar="MODULE:ATTR", help="Your app (with `--scenarios` runs); default: the catalog."
+)
+def worker_command(real_broker: str, result_backend: str | None, run_id: str, app_path: str | None) -> None:
     """Print the command that starts a worker for `complete --worker external` (on any machine).
 
     Start as many as you like, anywhere that reaches the broker, then run
     `python -m celery_sim complete --real-broker URL --worker external --run-id ID`.
     Passwords are shown masked: put yours back in.
     """
-    from demos.config import WORKER_QUEUES
+    from celery_sim.core.adopt import routed_queues
+    from celery_sim.core.appfactory import configure_path
 
     try:
         _choose_broker("memory", real_broker, result_backend, "external")
+        if app_path is not None:
+            from celery_sim.tools.call import import_app
+
+            queues = routed_queues(import_app(app_path))
+            command = external_worker_command(real_broker, Namespace(run_id), queues, result_backend, app_path=app_path)
+        else:
+            config = default_config()
+            assert config.configure is not None and config.queues is not None
+            command = external_worker_command(
+                real_broker,
+                Namespace(run_id),
+                config.queues,
+                result_backend,
+                configure_path=configure_path(config.configure),
+            )
     except UsageError as exc:
         _fail_usage(str(exc))
-    click.echo(external_worker_command(real_broker, Namespace(run_id), WORKER_QUEUES, result_backend))
+    click.echo(command)
 
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd]?)")

@@ -186,3 +186,46 @@ def test_every_kind_of_route_lands_on_the_runs_copy(conf: dict[str, Any], task: 
                 h.start_worker([got[0]], name="extra")
             assert result.get(timeout=5) == 5
             h.expect(result).ran_on(ns.logical(got[0]))
+
+
+def test_the_apps_own_base_class_and_signal_handlers_still_run() -> None:
+    from celery import Task, signals
+
+    seen: list[str] = []
+
+    class Audited(Task):  # type: ignore[type-arg]
+        def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+            seen.append(f"on_success {retval}")
+
+    def on_prerun(sender: Any = None, **kw: Any) -> None:
+        if getattr(sender, "name", "") == "proj.audited":
+            seen.append("task_prerun")
+
+    app = make_app()
+
+    @app.task(name="proj.audited", base=Audited, shared=False)
+    def audited() -> int:
+        return 7
+
+    signals.task_prerun.connect(on_prerun, weak=False)
+    try:
+        with Harness(app=app) as h:
+            r = app.tasks["proj.audited"].delay()
+            h.drain(timeout=5)
+            assert r.get(timeout=1) == 7
+    finally:
+        signals.task_prerun.disconnect(on_prerun)
+    assert seen == ["task_prerun", "on_success 7"]
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_process_runs_the_users_app_by_its_path() -> None:
+    with Harness(app="demos.shop.celery_app:app", broker="fakeredis", worker="process", concurrency=2) as h:
+        from demos.shop import tasks
+
+        with h.time_scale(0.001):
+            r = tasks.charge.delay("o-9", 5, fail_times=1)
+        h.drain(timeout=20)
+        assert r.get(timeout=1) == {"order": "o-9", "charged": 5, "attempts": 2}
+        h.expect(r).ran_on("payments").retried(1, countdown=60)
+        assert h.main_worker.hostname == f"main@{h.ns.prefix}"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from celery_sim import timewarp
+from celery_sim.core import timewarp
 from celery_sim.core.brokers import backend_kind
 from celery_sim.core.harness import Harness
 

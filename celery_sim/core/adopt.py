@@ -27,7 +27,7 @@ from celery_sim.core.namespace import Namespace, namespace_conf
 from celery_sim.errors import HarnessError
 from celery_sim.observe.recorder import RecordingAMQPMixin, task_state_updated
 
-__all__ = ["Adoption", "instrument", "load_app", "routed_queues"]
+__all__ = ["Adoption", "instrument", "load_app", "release_backend", "routed_queues"]
 
 #: Celery's cached helpers that read the settings the run overlays.
 _CACHES = ("amqp", "control", "events")
@@ -76,7 +76,8 @@ def instrument(app: Celery, ns: Namespace, backends: weakref.WeakSet[Any] | None
 
 
 def routed_queues(app: Celery) -> list[str]:
-    """Every queue ``app`` routes its own tasks to, or declares, or defaults to (run names)."""
+    """Every queue ``app`` routes its own tasks to, or declares, or defaults to (the run's names
+    when the app is lent to a run, its own names otherwise)."""
     found = {str(app.conf.task_default_queue)}
     found.update(str(name) for name in app.amqp.queues)
     router = app.amqp.router
@@ -175,6 +176,26 @@ class Adoption:
         conf.changes.update(saved["changes"])
         _tls.current_app = saved["current"]
         _ADOPTED.discard(app)
+
+
+def release_backend(backend: Any) -> None:
+    """Stop a result backend's consumer: Redis pub/sub, or the rpc reply-queue consumer.
+
+    Redis: an AsyncResult unsubscribes when it is garbage-collected; after the broker is gone that
+    retries for 20 s. Celery skips the unsubscribe when the consumer has no pub/sub connection.
+    rpc: the reply queue is named after the thread's id, which Python reuses once a thread ends;
+    a consumer left open by an ended thread would take (and lose) the replies of a later thread
+    with the same id (measured on RabbitMQ: every result lost after the third scenario).
+    """
+    consumer = getattr(backend, "result_consumer", None)
+    if consumer is not None and hasattr(consumer, "_pubsub"):
+        consumer.stop()
+        consumer._pubsub = None
+        backend.client.connection_pool.disconnect()
+    elif consumer is not None and getattr(consumer, "_consumer", None) is not None:
+        consumer.stop()
+        consumer._consumer = None
+
 
 
 def load_app(target: Any) -> Celery:

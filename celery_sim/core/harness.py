@@ -15,7 +15,7 @@ from kombu.exceptions import ChannelError
 
 from celery_sim.core import timewarp
 from celery_sim.core.adopt import Adoption, load_app, routed_queues
-from celery_sim.core.appfactory import AppSpec, Configure, build_app
+from celery_sim.core.appfactory import AppSpec, Configure, build_app, configure_path
 from celery_sim.core.brokers import Broker, Endpoints, backend_kind, mask_url, resolve_broker
 from celery_sim.core.cleanup import delete_run_keys
 from celery_sim.core.namespace import Namespace
@@ -184,6 +184,8 @@ class Harness:
         self._spec = spec
         self._built = target is None
         app = build_app(spec) if target is None else load_app(target)
+        if target is not None:  # the modules of include= / imports, as a worker imports them at start
+            app.loader.import_default_modules()
         adoption = Adoption(
             app,
             ns=self.ns,
@@ -347,7 +349,12 @@ class Harness:
             f"{self.ns.run_id} after {timeout:g}s (workers answering: {', '.join(sorted(consumed)) or 'none'}). "
             "Start one with: "
             + external_worker_command(
-                self.config.broker, self.ns, [self.ns.logical(q) for q in self._main_queues], self.config.result_backend
+                self.config.broker,
+                self.ns,
+                [self.ns.logical(q) for q in self._main_queues],
+                self.config.result_backend,
+                app_path=self._spec.app_path if self._spec else None,
+                configure_path=configure_path(self.config.configure) if self.config.configure else None,
             )
         )
 

@@ -124,12 +124,19 @@ class Timeline:
 
     def last_kinds(self, since: int = 0) -> dict[str, str]:
         """Each task seen from ``since`` on -> the kind of its last publish or end (in first-seen
-        order): ``published`` means not finished, a kind of :data:`TASK_END_KINDS` finished."""
-        last: dict[str, str] = {}
+        order): ``published`` means not finished, a kind of :data:`TASK_END_KINDS` finished.
+
+        "Last" is by when each happened (``at``), not by when it was recorded: a worker process
+        reports a retry it published and the retry's end on separate connections, which may
+        arrive in either order.
+        """
+        last: dict[str, tuple[float, str]] = {}
         for event in self.events(since=since):
             if event.kind == "published" or event.kind in TASK_END_KINDS:
-                last[event.task_id] = event.kind
-        return last
+                seen = last.get(event.task_id)
+                if seen is None or event.at >= seen[0]:
+                    last[event.task_id] = (event.at, event.kind)
+        return {task_id: kind for task_id, (_, kind) in last.items()}
 
     def running_on(self, hostname: str | None) -> list[Event]:
         """The ``started`` event of each attempt on ``hostname`` that has not ended."""

@@ -2,7 +2,8 @@
 
 The harness passes the run's :class:`~celery_sim.core.appfactory.AppSpec` in ``CSIM_APP_SPEC``; this
 module builds the same app from it (same tasks, routes, namespaced queues and exchanges). A worker
-the user starts for ``--worker external`` gives ``CSIM_BROKER_URL``, ``CSIM_RUN_ID`` and optionally
+the user starts for ``--worker external`` gives ``CSIM_BROKER_URL``, ``CSIM_RUN_ID``, the app
+(``CSIM_APP=module:attr``, or ``CSIM_CONFIGURE=module:function`` for a fresh one) and optionally
 ``CSIM_RESULT_BACKEND`` instead (``python -m celery_sim worker-command`` prints the command). The
 worker runs with task events on (``-E``), which the harness records in its timeline; what Celery
 has no event for (a message published by a task, such as its retry, and ``update_state``) is
@@ -20,7 +21,7 @@ from celery import Celery
 from celery.signals import task_prerun
 
 from celery_sim.core.adopt import Adoption, load_app
-from celery_sim.core.appfactory import ENV_SPEC, AppSpec, build_app
+from celery_sim.core.appfactory import ENV_SPEC, AppSpec, build_app, load_configure
 from celery_sim.core.brokers import UrlBroker
 from celery_sim.core.namespace import Namespace
 from celery_sim.observe.recorder import published_data, task_published, task_state_updated
@@ -33,16 +34,16 @@ def _spec_from_env() -> AppSpec:
     if text:
         return AppSpec.from_json(text)
     broker, run_id = os.environ.get("CSIM_BROKER_URL"), os.environ.get("CSIM_RUN_ID")
-    if not broker or not run_id:
+    app_path, configure = os.environ.get("CSIM_APP"), os.environ.get("CSIM_CONFIGURE")
+    if not broker or not run_id or not (app_path or configure):
         raise RuntimeError(
-            "CSIM_BROKER_URL and CSIM_RUN_ID are not set: this module is the app of celery_sim's worker "
-            "processes. To start a worker for 'complete --worker external', run "
-            "'python -m celery_sim worker-command --real-broker URL' and use the command it prints."
+            "CSIM_BROKER_URL, CSIM_RUN_ID and CSIM_APP (module:attr of your app) or CSIM_CONFIGURE are not "
+            "all set: this module is the app of celery_sim's worker processes. To start a worker for "
+            "'complete --worker external', run 'python -m celery_sim worker-command --real-broker URL' "
+            "and use the command it prints."
         )
-    from demos.config import configure
-
     backend = UrlBroker(broker, os.environ.get("CSIM_RESULT_BACKEND") or None).result_backend
-    return AppSpec(broker, backend, run_id, configure)
+    return AppSpec(broker, backend, run_id, load_configure(configure) if configure else None, app_path=app_path)
 
 
 def _load() -> Celery:

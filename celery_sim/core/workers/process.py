@@ -30,13 +30,24 @@ _live: weakref.WeakSet[ProcessWorker] = weakref.WeakSet()
 
 
 def external_worker_command(
-    broker_url: str, ns: Namespace, queues: Sequence[str], result_backend: str | None = None
+    broker_url: str,
+    ns: Namespace,
+    queues: Sequence[str],
+    result_backend: str | None = None,
+    *,
+    app_path: str | None = None,
+    configure_path: str | None = None,
 ) -> str:
-    """The shell command that starts a worker for run ``ns`` anywhere (``--worker external``).
+    """The shell command that starts a worker for run ``ns`` anywhere (``--worker external``):
+    the app ``app_path`` (``module:attr``), or a fresh one set up by ``configure_path``.
 
     Passwords are masked: put yours back in before running it.
     """
     env = [f"CSIM_BROKER_URL='{mask_url(broker_url)}'", f"CSIM_RUN_ID={ns.run_id}"]
+    if app_path:
+        env.append(f"CSIM_APP={app_path}")
+    elif configure_path:
+        env.append(f"CSIM_CONFIGURE={configure_path}")
     if result_backend:
         env.append(f"CSIM_RESULT_BACKEND='{mask_url(result_backend)}'")
     return (

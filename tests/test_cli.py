@@ -150,7 +150,7 @@ def test_worker_command_prints_a_runnable_command_with_the_password_masked() -> 
     result = invoke("worker-command", "--real-broker", "amqp://admin:s3cret@rabbit:5672//", "--run-id", "team1")
     assert result.exit_code == EXIT_OK, result.output
     assert result.output.strip() == (
-        "CSIM_BROKER_URL='amqp://admin:***@rabbit:5672//' CSIM_RUN_ID=team1 celery -A celery_sim.core.workers.bootstrap "
+        "CSIM_BROKER_URL='amqp://admin:***@rabbit:5672//' CSIM_RUN_ID=team1 CSIM_CONFIGURE=demos.config:configure celery -A celery_sim.core.workers.bootstrap "
         "worker -E -Q csim-team1.default,csim-team1.secretflow_queue,csim-team1.web_queue -n worker1@%h"
     )
 

@@ -197,7 +197,6 @@ def release_backend(backend: Any) -> None:
         consumer._consumer = None
 
 
-
 def load_app(target: Any) -> Celery:
     """The app ``target`` names: an app, a ``"module:attr"`` path, or a factory returning one."""
     found = target

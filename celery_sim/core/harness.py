@@ -5,24 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from time import monotonic
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from kombu.exceptions import ChannelError
 
 from celery_sim.core import timewarp
-from celery_sim.core.adopt import Adoption, load_app, routed_queues
-from celery_sim.core.appfactory import AppSpec, Configure, build_app, configure_path
+from celery_sim.core.admin import RunQueues
+from celery_sim.core.adopt import Adoption, load_app, release_backend, routed_queues
+from celery_sim.core.appfactory import AppSpec, Configure, build_app
 from celery_sim.core.brokers import Broker, Endpoints, backend_kind, mask_url, resolve_broker
-from celery_sim.core.cleanup import delete_run_keys
 from celery_sim.core.namespace import Namespace
-from celery_sim.core.workers.process import ProcessWorker, external_worker_command
-from celery_sim.core.workers.thread import EmbeddedWorker
+from celery_sim.core.workers.crew import Crew, Worker
 from celery_sim.errors import HarnessError, WorkerError
-from celery_sim.observe.events import EventRecorder
 from celery_sim.observe.recorder import Recorder
 from celery_sim.observe.timeline import Timeline
 
@@ -34,33 +30,8 @@ __all__ = ["WORKER_KINDS", "Harness", "HarnessConfig", "Worker"]
 #: Where the main worker runs: embedded thread, a ``celery worker`` process the harness starts, or
 #: workers the user started (anywhere) for this run's namespace.
 WORKER_KINDS = ("thread", "process", "external")
-Worker = EmbeddedWorker | ProcessWorker
 
 log = logging.getLogger(__name__)
-
-#: Pool processes of the run's prefork worker (:meth:`Harness.prefork`): two, so that a task
-#: redelivered after its process was killed need not wait for the replacement (Celery's pool
-#: replaces a dead process at once, or up to 5 s later when its exit is missed).
-PREFORK_PROCESSES = 2
-
-
-def _release_backend(backend: Any) -> None:
-    """Stop a result backend's consumer: Redis pub/sub, or the rpc reply-queue consumer.
-
-    Redis: an AsyncResult unsubscribes when it is garbage-collected; after the broker is gone that
-    retries for 20 s. Celery skips the unsubscribe when the consumer has no pub/sub connection.
-    rpc: the reply queue is named after the thread's id, which Python reuses once a thread ends;
-    a consumer left open by an ended thread would take (and lose) the replies of a later thread
-    with the same id (measured on RabbitMQ: every result lost after the third scenario).
-    """
-    consumer = getattr(backend, "result_consumer", None)
-    if consumer is not None and hasattr(consumer, "_pubsub"):
-        consumer.stop()
-        consumer._pubsub = None
-        backend.client.connection_pool.disconnect()
-    elif consumer is not None and getattr(consumer, "_consumer", None) is not None:
-        consumer.stop()
-        consumer._consumer = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +83,7 @@ class Harness:
         self.config = HarnessConfig(**{**base.__dict__, **overrides}) if overrides else base
         self.broker: Broker = resolve_broker(self.config.broker, self.config.result_backend)
         self.ns = Namespace(self.config.run_id) if self.config.run_id else Namespace()
-        #: Shared when this harness serves another (see :meth:`prefork`): one run, one timeline.
+        #: Shared when this harness serves another (see :meth:`attach`): one run, one timeline.
         self.timeline = timeline if timeline is not None else Timeline()
         self._app: Celery | None = None
         self._adoption: Adoption | None = None
@@ -120,13 +91,10 @@ class Harness:
         self._main_queues: tuple[str, ...] = ()
         self._endpoints: Endpoints | None = None
         self._recorder: Recorder | None = None
-        self._workers: list[Worker] = []
         self._spec: AppSpec | None = None
-        self._events: EventRecorder | None = None
-        self._prefork: tuple[Harness, Worker] | None = None
         self._sides: list[Harness] = []
-        #: hostname -> pool size of the external workers found at start ("external" mode).
-        self._external: dict[str, int] = {}
+        self.crew = Crew(self)
+        self.run_queues = RunQueues(self)
         self._started = False
         #: Failed tasks :meth:`drain` has raised already (each is raised once).
         self.raised: set[str] = set()
@@ -162,7 +130,7 @@ class Harness:
             self._app.set_current()
             self._main_queues = self._resolve_main_queues()
             if self.config.worker == "external":
-                self._find_external_workers(self.config.start_timeout)
+                self.crew.find_external(self.config.start_timeout)
             else:
                 self.start_worker(self._main_queues, name="main", concurrency=self.config.concurrency)
         except BaseException:
@@ -217,7 +185,6 @@ class Harness:
     def stop(self) -> None:
         """Stop every worker, delete this run's queues and release the broker; safe to call twice."""
         errors: list[str] = []
-        self._prefork = None
         sides, self._sides = self._sides, []
         for side in sides:
             try:
@@ -225,20 +192,21 @@ class Harness:
             except WorkerError as exc:
                 errors.append(str(exc))
         try:
-            self.stop_workers(list(self._workers))
+            self.crew.stop(list(self.crew.workers))
         except WorkerError as exc:
             errors.append(str(exc))
         if self._app is not None:
-            for delete, what in ((self._delete_from_broker, "queues and exchanges"), (self._delete_results, "results")):
+            for delete, what in (
+                (self.run_queues.delete_from_broker, "queues and exchanges"),
+                (self.run_queues.delete_results, "results"),
+            ):
                 try:
                     delete()
                 except Exception as exc:  # the broker may be gone; stopping must still finish
                     log.warning("could not delete the %s of run %s: %r", what, self.ns.run_id, exc)
             for backend in list(self._adoption.backends if self._adoption else ()):
-                _release_backend(backend)
-        if self._events is not None:
-            self._events.stop(self.config.stop_timeout)
-            self._events = None
+                release_backend(backend)
+        self.crew.stop_events()
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
@@ -263,7 +231,7 @@ class Harness:
         if self._app is not None:
             backend = getattr(getattr(self._app, "_local", None), "backend", None)
             if backend is not None:
-                _release_backend(backend)
+                release_backend(backend)
 
     # -- access ------------------------------------------------------------------------------
 
@@ -297,114 +265,70 @@ class Harness:
         return backend_kind(self.config.result_backend)
 
     @property
+    def spec(self) -> AppSpec | None:
+        """What a worker process needs to rebuild the run's app (None before start)."""
+        return self._spec
+
+    @property
+    def endpoints(self) -> Endpoints | None:
+        return self._endpoints
+
+    # -- workers (see :class:`~celery_sim.core.workers.crew.Crew`) ---------------------------
+
+    @property
     def workers(self) -> tuple[Worker, ...]:
-        return tuple(self._workers)
+        return tuple(self.crew.workers)
 
     @property
     def main_worker(self) -> Worker:
         """The main worker this harness started (not in "external" mode: see :attr:`main_hostnames`)."""
-        if self.config.worker == "external":
-            raise HarnessError("in external mode the main workers are not the harness's; use main_hostnames")
-        if not self._workers:
-            raise HarnessError("the harness has no worker; call start() first")
-        return self._workers[0]
+        return self.crew.main_worker
 
     @property
     def main_hostnames(self) -> tuple[str, ...]:
         """Node names of the workers consuming the run's main queues (several in "external" mode)."""
-        if self.config.worker == "external":
-            return tuple(sorted(self._external))
-        return (self.main_worker.hostname,)
+        return self.crew.main_hostnames
 
     @property
     def main_concurrency(self) -> int:
         """Pool slots of the main workers together."""
-        if self.config.worker == "external":
-            return sum(self._external.values())
-        return self.main_worker.concurrency
+        return self.crew.main_concurrency
 
-    def _find_external_workers(self, timeout: float) -> None:
-        """Wait until workers started by the user consume every main queue (``ping``, then ``active_queues``)."""
-        self._record_events()
-        wanted = set(self._main_queues)
-        deadline = monotonic() + timeout
-        consumed: dict[str, set[str]] = {}
-        while monotonic() < deadline:
-            if self.app.control.ping(timeout=0.5):
-                inspect = self.app.control.inspect(timeout=1.0)
-                active = inspect.active_queues() or {}
-                consumed = {host: {q["name"] for q in queues} & wanted for host, queues in active.items()}
-                if set().union(*consumed.values(), set()) >= wanted:
-                    stats: dict[str, Any] = inspect.stats() or {}
-                    self._external = {
-                        host: int(stats.get(host, {}).get("pool", {}).get("max-concurrency", 1))
-                        for host, queues in consumed.items()
-                        if queues
-                    }
-                    self.app.control.enable_events()  # the timeline is built from task events
-                    return
-        missing = sorted(wanted - set().union(*consumed.values(), set()))
-        raise WorkerError(
-            f"no external worker consumes {', '.join(self.ns.logical(q) for q in missing)} of run "
-            f"{self.ns.run_id} after {timeout:g}s (workers answering: {', '.join(sorted(consumed)) or 'none'}). "
-            "Start one with: "
-            + external_worker_command(
-                self.config.broker,
-                self.ns,
-                [self.ns.logical(q) for q in self._main_queues],
-                self.config.result_backend,
-                app_path=self._spec.app_path if self._spec else None,
-                configure_path=configure_path(self.config.configure) if self.config.configure else None,
-            )
-        )
+    def start_worker(
+        self, queues: Sequence[str], *, name: str, concurrency: int = 1, kind: str | None = None
+    ) -> Worker:
+        """Start another worker consuming ``queues``; it is stopped with the harness."""
+        return self.crew.start(queues, name=name, concurrency=concurrency, kind=kind)
 
-    def _record_events(self) -> None:
-        """Record the task events of workers in other processes in the timeline (from now on)."""
-        if self._events is None:
-            self._events = EventRecorder(self.app, self.timeline)
-            self._events.start(self.config.start_timeout)
+    def lasting_worker(self, queues: Sequence[str], *, name: str, concurrency: int = 1) -> Worker:
+        """The worker ``name``: started on first use, then kept (stopped with the harness)."""
+        return self.crew.lasting(queues, name=name, concurrency=concurrency)
 
-    def prefork(self) -> tuple[Harness, Worker]:
-        """A harness and its real ``celery worker`` process (prefork pool) consuming ``prefork``.
+    def stop_workers(self, workers: Sequence[Worker]) -> None:
+        """Stop ``workers`` together."""
+        self.crew.stop(workers)
 
-        What only the prefork pool does (time limits, ``revoke(terminate=True)``) needs it. Started
-        on first use, shared by the run's scenarios and stopped (the process reaped) with this
-        harness. On a broker other processes can reach it is this harness, with one more worker;
-        on the memory broker, which lives in this process, it is a second harness on the embedded
-        fakeredis broker, recording into this harness's timeline. Send to it through its own app:
-        ``pf.app.tasks[name].apply_async(..., queue=pf.queue("prefork"))``.
-        """
-        if self._prefork is None:
-            if self.broker.name != "memory":
-                worker = self.start_worker(["prefork"], name="prefork", concurrency=PREFORK_PROCESSES, kind="process")
-                self._prefork = (self, worker)
-            else:
-                nested = self.side(
-                    broker="fakeredis", worker="process", queues=("prefork",), concurrency=PREFORK_PROCESSES
-                )
-                self._prefork = (nested, nested.main_worker)
-        return self._prefork
+    def consumers_of(self, queue: str) -> list[str]:
+        """Hostnames of the running workers that consume ``queue`` (a run queue name)."""
+        return self.crew.consumers_of(queue)
 
-    def side(self, **overrides: Any) -> Harness:
-        """Another harness for this run, with ``overrides`` of its configuration (another broker,
-        other transport options), started now and stopped with this one.
+    # -- queues (see :class:`~celery_sim.core.admin.RunQueues`) ------------------------------
 
-        It has its own app and namespace but records into this harness's timeline. Send to it
-        through its own app (``side.app.tasks[name]``), not the shared task proxies.
-        """
-        defaults: dict[str, Any] = {"run_id": None}
-        if "broker" in overrides:
-            defaults["result_backend"] = None  # the other broker's own default
-        if self.config.worker == "external":
-            defaults["worker"] = "thread"  # the user's workers consume this run's namespace only
-        config = replace(self.config, **{**defaults, **overrides})
-        side = Harness(config, timeline=self.timeline)
-        self._sides.append(side)
-        try:
-            side.start()
-        finally:
-            self.app.set_current()  # starting made the side harness's app current
-        return side
+    def known_queues(self) -> list[str]:
+        """This run's queues: declared, consumed, or published to."""
+        return self.run_queues.known_queues()
+
+    def queue_size(self, queue: str) -> int:
+        """Messages waiting in ``queue`` (your name for it, or the run's)."""
+        return self.run_queues.queue_size(queue)
+
+    def purge(self, queues: Iterable[str] | None = None) -> int:
+        """Discard waiting messages from this run's queues (default: all); returns how many."""
+        return self.run_queues.purge(queues)
+
+    def attach(self, child: Harness) -> None:
+        """Stop ``child`` (another harness of this run, e.g. on another broker) with this one."""
+        self._sides.append(child)
 
     @contextmanager
     def time_scale(self, scale: float) -> Iterator[None]:
@@ -449,174 +373,3 @@ class Harness:
     def queue(self, name: str) -> str:
         """This run's name for logical queue ``name``."""
         return self.ns.queue(name)
-
-    # -- workers -----------------------------------------------------------------------------
-
-    def start_worker(
-        self, queues: Sequence[str], *, name: str, concurrency: int = 1, kind: str | None = None
-    ) -> Worker:
-        """Start another worker consuming logical ``queues``; it is stopped with the harness.
-
-        ``kind`` ("thread" or "process") defaults to the harness's ``worker`` setting.
-        """
-        kind = kind or ("process" if self.config.worker == "process" else "thread")
-        hostname = f"{name}@{self.ns.prefix}"
-        run_queues = [self.ns.queue(q) for q in queues]
-        worker: Worker
-        if kind == "process":
-            if self._spec is None:
-                raise HarnessError("the harness is not running; call start() first")
-            self._record_events()
-            worker = ProcessWorker(
-                self.app,
-                self._spec,
-                hostname=hostname,
-                queues=run_queues,
-                concurrency=concurrency,
-                loglevel=self.config.worker_loglevel,
-            )
-        else:
-            worker = EmbeddedWorker(
-                self.app,
-                hostname=hostname,
-                queues=run_queues,
-                concurrency=concurrency,
-                wake=self._endpoints.wake if self._endpoints else None,
-                loglevel=self.config.worker_loglevel,
-            )
-        self._workers.append(worker)
-        worker.start(self.config.start_timeout)
-        return worker
-
-    def lasting_worker(self, queues: Sequence[str], *, name: str, concurrency: int = 1) -> Worker:
-        """The worker ``name`` consuming logical ``queues``: started on first use, then kept for the
-        rest of the run (stopped with the harness), so that scenarios sharing it start none."""
-        hostname = f"{name}@{self.ns.prefix}"
-        for worker in self._workers:
-            if worker.hostname == hostname and worker.running:
-                return worker
-        return self.start_worker(queues, name=name, concurrency=concurrency)
-
-    def stop_workers(self, workers: Sequence[Worker]) -> None:
-        """Stop ``workers`` together (each waits on its broker at most once, in parallel)."""
-        for worker in workers:
-            if worker in self._workers:
-                self._workers.remove(worker)
-            worker.request_stop()
-        errors: list[str] = []
-        for worker in workers:
-            try:
-                worker.stop(self.config.stop_timeout)
-            except WorkerError as exc:
-                errors.append(f"{exc}{self._running_on(worker.hostname)}")
-        if errors:
-            raise WorkerError("; ".join(errors))
-
-    def _running_on(self, hostname: str) -> str:
-        """Since when each task still running on ``hostname`` started (from the timeline)."""
-        now = self.timeline.now()
-        running = [f"{e.name!r} {e.task_id} started {now - e.at:.1f}s ago" for e in self.timeline.running_on(hostname)]
-        return f" (still running there: {', '.join(running)})" if running else ""
-
-    def consumers_of(self, queue: str) -> list[str]:
-        """Hostnames of the running workers that consume ``queue`` (a run queue name)."""
-        found = [w.hostname for w in self._workers if w.running and queue in w.queues]
-        if self.config.worker == "external" and queue in self._main_queues:
-            found += self.main_hostnames
-        return found
-
-    # -- queues ------------------------------------------------------------------------------
-
-    def known_queues(self) -> list[str]:
-        """This run's queues: declared, consumed, or published to."""
-        names: set[str] = {q.name for q in self.app.amqp.queues.values()}
-        names.update(q for w in self._workers for q in w.queues)
-        names.update(str(e.data.get("queue")) for e in self.timeline.events(kinds=["published"]) if e.data.get("queue"))
-        return sorted(n for n in names if self.ns.owns(n))
-
-    def queue_size(self, queue: str) -> int:
-        """Messages waiting in ``queue`` (a run queue name).
-
-        A queue the broker does not know holds no message (on Redis an empty queue does not exist).
-        """
-        with self.app.connection_for_read() as conn:
-            channel: Any = conn.channel()
-            try:
-                return int(channel.queue_declare(queue, passive=True).message_count)
-            except ChannelError:
-                return 0
-            finally:
-                channel.close()
-
-    def _delete_from_broker(self) -> None:
-        """Delete this run's queues (and their messages) and exchanges, so that a shared broker keeps
-        no trace of the run.
-
-        In "external" mode the main queues, purged only, and the control and event exchanges stay:
-        the user's workers still consume them.
-        """
-        external = self.config.worker == "external"
-        keep = set(self._main_queues) if external else set()
-        queues = [q for q in self.known_queues() if q not in keep]
-        if keep:
-            self.purge(keep)
-        exchanges = {
-            str(q.exchange.name)
-            for q in self.app.amqp.queues.values()
-            if q.exchange is not None and self.ns.owns(str(q.exchange.name)) and q.name not in keep
-        }
-        if not external:  # else the user's workers still use them (their control, replies and events)
-            control = self.ns.control_exchange
-            exchanges |= {f"{control}.pidbox", f"reply.{control}.pidbox", self.ns.event_exchange}
-        exchanges -= {str(self.app.amqp.queues[q].exchange.name) for q in keep if q in self.app.amqp.queues}
-        with self.app.connection_for_write() as conn:
-            for name in queues:
-                channel: Any = conn.channel()
-                try:
-                    # Declared first: kombu's virtual transports (Redis) delete only the bindings
-                    # this connection knows of, and would leave the run's binding keys behind.
-                    queue = self.app.amqp.queues[name].bind(channel)
-                    queue.declare()
-                    queue.delete()
-                except ChannelError:
-                    pass  # not on this broker (never declared, or already gone)
-                finally:
-                    channel.close()
-            for name in sorted(exchanges):
-                channel = conn.channel()
-                try:
-                    channel.exchange_delete(name)
-                except (ChannelError, KeyError):
-                    pass  # never declared (kombu's virtual transports raise KeyError for that)
-                finally:
-                    channel.close()
-
-    def _delete_results(self) -> None:
-        """Delete what the run stored: on Redis every key under its namespace (results, kombu's
-        bindings and reply lists), in a database the rows of its tasks. Embedded brokers go whole."""
-        if self.broker.embedded or self._endpoints is None:
-            return
-        external = self.config.worker == "external"
-        delete_run_keys(
-            [self._endpoints.broker_url, self._endpoints.result_backend], self.ns.prefix, results_only=external
-        )
-        if self.backend_kind == "db":
-            backend = self.app.backend
-            for task_id in {e.task_id for e in self.timeline.events(kinds=["published"])}:
-                backend.forget(task_id)
-
-    def purge(self, queues: Iterable[str] | None = None) -> int:
-        """Discard waiting messages from this run's queues; returns how many were discarded."""
-        discarded = 0
-        with self.app.connection_for_write() as conn:
-            for queue in sorted(queues) if queues is not None else self.known_queues():
-                if not self.ns.owns(queue):
-                    raise HarnessError(f"refusing to purge {queue!r}: it does not belong to run {self.ns.run_id}")
-                channel: Any = conn.channel()
-                try:
-                    discarded += int(channel.queue_purge(queue) or 0)
-                except ChannelError:
-                    pass  # never declared on this broker: nothing to purge
-                finally:
-                    channel.close()
-        return discarded

@@ -362,8 +362,16 @@ class Context:
             self._on_progress(label, current, total)
 
     def prefork(self) -> tuple[Harness, Worker]:
-        """The run's harness with a real prefork ``celery worker`` process (see :meth:`Harness.prefork`)."""
-        return self.harness.prefork()
+        """The run's harness with a real prefork ``celery worker`` process (see :func:`~celery_sim.scenarios.extra.prefork`)."""
+        from celery_sim.scenarios.extra import prefork
+
+        return prefork(self.harness)
+
+    def side(self, **overrides: Any) -> Harness:
+        """Another harness for this run on other settings (see :func:`~celery_sim.scenarios.extra.side`)."""
+        from celery_sim.scenarios.extra import side
+
+        return side(self.harness, **overrides)
 
     def start_worker(
         self, queues: Iterable[str], *, name: str, concurrency: int = 1, kind: str | None = None

@@ -165,7 +165,7 @@ def visibility_timeout(ctx: Context) -> None:
     extra = {**ctx.harness.config.extra_conf, "broker_transport_options": options}
     # A real worker process: its event loop sweeps for timed-out messages every 0.2 s here.
     # Measured: the blocking consumer loop of an embedded (thread) worker did not redeliver.
-    short: Harness = ctx.harness.side(queues=("eta",), concurrency=2, worker="process", extra_conf=extra)
+    short: Harness = ctx.side(queues=("eta",), concurrency=2, worker="process", extra_conf=extra)
     try:
         trap = short.app.tasks[send_reminder.name].apply_async(args=("ann",), queue=short.queue("eta"), countdown=ETA_S)
         fixed = send_reminder.apply_async(args=("bob",), countdown=ETA_S)  # this run: kombu's default, 1 h
@@ -219,7 +219,7 @@ def connection_loss(ctx: Context) -> None:
         # The worker does not consume "outage" yet, so that these tasks wait in the broker through
         # the outage. (Not cancel_consumer: measured, a fetch already in flight still takes a message
         # and kombu requeues it, which is lost if the broker is gone by then.)
-        side = ctx.harness.side(
+        side = ctx.side(
             broker=broker.url, result_backend=results.url, queues=("idle",), concurrency=1, worker="process"
         )
         worker = side.main_worker

@@ -1,0 +1,121 @@
+"""A run's queues on its broker: which exist, how full, purging, and deleting them at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from kombu.exceptions import ChannelError
+
+from celery_sim.core.cleanup import delete_run_keys
+from celery_sim.errors import HarnessError
+
+if TYPE_CHECKING:
+    from celery_sim.core.harness import Harness
+
+__all__ = ["RunQueues"]
+
+
+class RunQueues:
+    """The broker side of one run: every queue name here is the run's (namespaced) name."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.h = harness
+
+    def known_queues(self) -> list[str]:
+        """This run's queues: declared, consumed, or published to."""
+        names: set[str] = {q.name for q in self.h.app.amqp.queues.values()}
+        names.update(q for w in self.h.workers for q in w.queues)
+        names.update(
+            str(e.data.get("queue")) for e in self.h.timeline.events(kinds=["published"]) if e.data.get("queue")
+        )
+        return sorted(n for n in names if self.h.ns.owns(n))
+
+    def queue_size(self, queue: str) -> int:
+        """Messages waiting in ``queue`` (your name for it, or the run's).
+
+        A queue the broker does not know holds no message (on Redis an empty queue does not exist).
+        """
+        with self.h.app.connection_for_read() as conn:
+            channel: Any = conn.channel()
+            try:
+                return int(channel.queue_declare(self.h.ns.queue(queue), passive=True).message_count)
+            except ChannelError:
+                return 0
+            finally:
+                channel.close()
+
+    def delete_from_broker(self) -> None:
+        """Delete this run's queues (and their messages) and exchanges, so that a shared broker keeps
+        no trace of the run.
+
+        In "external" mode the main queues, purged only, and the control and event exchanges stay:
+        the user's workers still consume them.
+        """
+        external = self.h.config.worker == "external"
+        keep = set(self.h.main_queues) if external else set()
+        queues = [q for q in self.known_queues() if q not in keep]
+        if keep:
+            self.purge(keep)
+        exchanges = {
+            str(q.exchange.name)
+            for q in self.h.app.amqp.queues.values()
+            if q.exchange is not None and self.h.ns.owns(str(q.exchange.name)) and q.name not in keep
+        }
+        if not external:  # else the user's workers still use them (their control, replies and events)
+            control = self.h.ns.control_exchange
+            exchanges |= {f"{control}.pidbox", f"reply.{control}.pidbox", self.h.ns.event_exchange}
+        exchanges -= {str(self.h.app.amqp.queues[q].exchange.name) for q in keep if q in self.h.app.amqp.queues}
+        with self.h.app.connection_for_write() as conn:
+            for name in queues:
+                channel: Any = conn.channel()
+                try:
+                    # Declared first: kombu's virtual transports (Redis) delete only the bindings
+                    # this connection knows of, and would leave the run's binding keys behind.
+                    queue = self.h.app.amqp.queues[name].bind(channel)
+                    queue.declare()
+                    queue.delete()
+                except ChannelError:
+                    pass  # not on this broker (never declared, or already gone)
+                finally:
+                    channel.close()
+            for name in sorted(exchanges):
+                channel = conn.channel()
+                try:
+                    channel.exchange_delete(name)
+                except (ChannelError, KeyError):
+                    pass  # never declared (kombu's virtual transports raise KeyError for that)
+                finally:
+                    channel.close()
+
+    def delete_results(self) -> None:
+        """Delete what the run stored: on Redis every key under its namespace (results, kombu's
+        bindings and reply lists), in a database the rows of its tasks. Embedded brokers go whole."""
+        if self.h.broker.embedded or self.h.endpoints is None:
+            return
+        external = self.h.config.worker == "external"
+        delete_run_keys(
+            [self.h.endpoints.broker_url, self.h.endpoints.result_backend], self.h.ns.prefix, results_only=external
+        )
+        if self.h.backend_kind == "db":
+            backend = self.h.app.backend
+            for task_id in {e.task_id for e in self.h.timeline.events(kinds=["published"])}:
+                backend.forget(task_id)
+
+    def purge(self, queues: Iterable[str] | None = None) -> int:
+        """Discard waiting messages from this run's queues (``queues``: your names for them, or the
+        run's; default: all); returns how many were discarded."""
+        discarded = 0
+        with self.h.app.connection_for_write() as conn:
+            for queue in sorted(queues) if queues is not None else self.known_queues():
+                if queue.startswith("csim-") and not self.h.ns.owns(queue):
+                    raise HarnessError(f"refusing to purge {queue!r}: it does not belong to run {self.h.ns.run_id}")
+                queue = self.h.ns.queue(queue)
+                channel: Any = conn.channel()
+                try:
+                    discarded += int(channel.queue_purge(queue) or 0)
+                except ChannelError:
+                    pass  # never declared on this broker: nothing to purge
+                finally:
+                    channel.close()
+        return discarded

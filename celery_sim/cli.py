@@ -155,6 +155,21 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="Also write the results as JSON to PATH (keys: broker, scenarios, summary).",
     )
     @click.option(
+        "--junit",
+        "junit_path",
+        callback=_json_path,
+        metavar="PATH",
+        help="Also write JUnit XML to PATH: one testcase per check (classname = scenario), for CI systems.",
+    )
+    @click.option(
+        "--html",
+        "html_path",
+        callback=_json_path,
+        metavar="PATH",
+        help="Also write one self-contained HTML page to PATH: every scenario, check and diagnosis, "
+        "and a timeline picture of each scenario's tasks.",
+    )
+    @click.option(
         "--timeline",
         "show_timeline",
         is_flag=True,
@@ -544,6 +559,8 @@ def _execute(
     run_timeout: float,
     concurrency: int,
     json_path: Path | None,
+    junit_path: Path | None,
+    html_path: Path | None,
     show_timeline: bool,
     checks: str,
     verbose: int,
@@ -598,6 +615,16 @@ def _execute(
     if json_path is not None:
         write_json(json_path, report)
         console.print(f"JSON written to {json_path}")
+    if junit_path is not None:
+        from celery_sim.reports.junit import write_junit
+
+        write_junit(junit_path, report)
+        console.print(f"JUnit XML written to {junit_path}")
+    if html_path is not None:
+        from celery_sim.reports.html import write_html
+
+        write_html(html_path, report)
+        console.print(f"HTML report written to {html_path}")
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)

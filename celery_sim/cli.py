@@ -8,32 +8,29 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.markup import escape
 
-from celery_sim.core.brokers import BROKERS, URL_SCHEMES, mask_url, resolve_broker, validate_result_backend
-from celery_sim.core.harness import WORKER_KINDS, Harness, HarnessConfig
-from celery_sim.core.installed import check_installed
-from celery_sim.core.namespace import Namespace
-from celery_sim.core.workers.process import external_worker_command
-from celery_sim.errors import UsageError
-from celery_sim.reports.console import (
-    LiveReporter,
-    render_call,
-    render_catalog,
-    render_matrix,
-    render_report,
-    render_timeline,
-    write_json,
+from celery_sim.core.brokers import (
+    BROKERS,
+    DEFAULT_REDIS_URL,
+    URL_SCHEMES,
+    mask_url,
+    resolve_broker,
+    validate_result_backend,
 )
-from celery_sim.scenarios.catalog import default_config, load_catalog, load_scenarios
-from celery_sim.scenarios.matrix import DEFAULT_REDIS_URL, Column, Matrix, matrix_brokers
-from celery_sim.scenarios.runner import Runner, RunReport
-from celery_sim.scenarios.scenario import Scenario
+from celery_sim.core.installed import check_installed
+from celery_sim.core.workers import WORKER_KINDS
+from celery_sim.errors import UsageError
+
+if TYPE_CHECKING:
+    from celery_sim.scenarios.matrix import Column
+    from celery_sim.scenarios.runner import RunReport
+    from celery_sim.scenarios.scenario import Scenario
+
+# Celery, rich and the catalog are imported by the commands that use them: `--help` and bad
+# arguments answer without importing Celery.
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
 
@@ -52,6 +49,9 @@ BROKER_HELP = (
 
 
 def _setup_logging(verbose: int) -> None:
+    from rich.console import Console
+    from rich.logging import RichHandler
+
     root = logging.getLogger()
     root.handlers[:] = []
     if verbose:
@@ -269,6 +269,11 @@ def call_command(
 
     If it does not end within --wait seconds, prints why (the diagnosis) and exits 1.
     """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from celery_sim.core.harness import Harness
+    from celery_sim.reports.console import render_call
     from celery_sim.tools.call import call_task, import_app, parse_json_option, resolve_task_name
 
     _setup_logging(verbose)
@@ -298,6 +303,11 @@ def call_command(
 @cli.command("list")
 def list_command() -> None:
     """List the scenarios in the catalog."""
+    from rich.console import Console
+
+    from celery_sim.reports.console import render_catalog
+    from celery_sim.scenarios.catalog import load_catalog
+
     render_catalog(Console(), load_catalog())
 
 
@@ -330,6 +340,14 @@ def matrix_command(
     agrees (each scenario passes everywhere, but for declared differences), 1 otherwise.
     Unreachable real brokers are left out, with the reason.
     """
+    from rich.console import Console
+
+    from celery_sim.core.harness import Harness
+    from celery_sim.reports.console import LiveReporter, render_matrix, write_json
+    from celery_sim.scenarios.catalog import default_config, load_catalog
+    from celery_sim.scenarios.matrix import Matrix, matrix_brokers
+    from celery_sim.scenarios.runner import Runner
+
     _setup_logging(verbose)
     registry = load_catalog()
     try:
@@ -378,6 +396,9 @@ def worker_command(real_broker: str, result_backend: str | None, run_id: str, ap
     """
     from celery_sim.core.adopt import routed_queues
     from celery_sim.core.appfactory import configure_path
+    from celery_sim.core.namespace import Namespace
+    from celery_sim.core.workers.process import external_worker_command
+    from celery_sim.scenarios.catalog import default_config
 
     try:
         _choose_broker("memory", real_broker, result_backend, "external")
@@ -438,6 +459,9 @@ def clean_command(
     A run stopped normally leaves nothing; one killed (SIGKILL, a lost machine) can leave queues,
     exchanges, bindings and results. Lists each thing it removes.
     """
+    from rich.console import Console
+    from rich.markup import escape
+
     from celery_sim.core.cleanup import clean
 
     try:
@@ -489,7 +513,10 @@ def bench_command(quick: bool, setups: str | None, cap: float, json_path: Path |
     CPU while idle, stop, and memory per 1,000 tasks; ratios against the default mode. Set-ups that
     cannot run here (a broker down, Dramatiq not installed) are listed with the reason.
     """
-    from celery_sim.reports.console import render_bench
+    from rich.console import Console
+    from rich.markup import escape
+
+    from celery_sim.reports.console import render_bench, write_json
     from celery_sim.tools.bench import SETUPS, BenchReport, run_bench
 
     chosen = [name.strip() for name in setups.split(",")] if setups else list(SETUPS)
@@ -567,6 +594,13 @@ def _execute(
     app_path: str | None,
     scenarios_module: str | None,
 ) -> None:
+    from rich.console import Console
+
+    from celery_sim.core.harness import Harness, HarnessConfig
+    from celery_sim.reports.console import LiveReporter, render_report, render_timeline, write_json
+    from celery_sim.scenarios.catalog import default_config, load_catalog, load_scenarios
+    from celery_sim.scenarios.runner import Runner
+
     _setup_logging(verbose)
     try:
         if (app_path is None) != (scenarios_module is None):

@@ -15,6 +15,7 @@ from celery_sim.errors import BrokerError
 __all__ = [
     "BACKEND_SCHEMES",
     "BROKERS",
+    "DEFAULT_REDIS_URL",
     "URL_SCHEMES",
     "Broker",
     "Endpoints",
@@ -26,6 +27,8 @@ __all__ = [
 
 #: URL schemes accepted as a real broker.
 URL_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+#: The Redis of this machine (the matrix includes it; RabbitMQ runs keep results there by default).
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: URL schemes accepted as a result backend with a real broker (db+ takes any SQLAlchemy URL).
 BACKEND_SCHEMES = ("redis", "rediss", "rpc", "db+")
 

@@ -17,6 +17,7 @@ from celery_sim.core.adopt import Adoption, load_app, release_backend, routed_qu
 from celery_sim.core.appfactory import AppSpec, Configure, build_app
 from celery_sim.core.brokers import Broker, Endpoints, backend_kind, mask_url, resolve_broker
 from celery_sim.core.namespace import Namespace
+from celery_sim.core.workers import WORKER_KINDS
 from celery_sim.core.workers.crew import Crew, Worker
 from celery_sim.errors import HarnessError, WorkerError
 from celery_sim.observe.recorder import Recorder
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["WORKER_KINDS", "Harness", "HarnessConfig", "Worker"]
 
-#: Where the main worker runs: embedded thread, a ``celery worker`` process the harness starts, or
-#: workers the user started (anywhere) for this run's namespace.
-WORKER_KINDS = ("thread", "process", "external")
 
 log = logging.getLogger(__name__)
 

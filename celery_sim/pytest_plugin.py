@@ -115,6 +115,7 @@ def _run_threads(before: set[threading.Thread]) -> list[threading.Thread]:
 def csim(request: pytest.FixtureRequest, csim_app: Any, csim_config: dict[str, Any]) -> Iterator[Harness]:
     """A started harness running ``csim_app`` on a real Celery worker; the app is restored after."""
     from celery_sim.core.harness import Harness
+    from celery_sim.core.workers.process import live_processes
 
     options = dict(csim_config)
     broker = request.config.getoption("csim_broker") or request.config.getini("csim_broker") or "memory"
@@ -123,6 +124,7 @@ def csim(request: pytest.FixtureRequest, csim_app: Any, csim_config: dict[str, A
     if backend:
         options.setdefault("result_backend", backend)
     before = set(threading.enumerate())
+    processes_before = set(live_processes())
     harness = Harness(app=csim_app, **options)
     harness.start()
     left: list[str] = []
@@ -135,6 +137,7 @@ def csim(request: pytest.FixtureRequest, csim_app: Any, csim_config: dict[str, A
             harness.stop()
     threads = _run_threads(before)
     left += [f"thread {t.name!r} still running" for t in threads]
+    left += [f"worker process {pid} still running" for pid in live_processes() if pid not in processes_before]
     if left:
         pytest.fail(
             "celery_sim: the test left work behind: "

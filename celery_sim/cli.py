@@ -300,6 +300,72 @@ def call_command(
     sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
 
 
+@cli.command("doctor")
+@click.argument("task_id", required=False)
+@click.option(
+    "--task", "task_name", metavar="NAME", help="The task's name (checks it is registered and its queue consumed)."
+)
+@click.option("--app", "app_path", metavar="MODULE:ATTR", help="Your app: its routes and result backend (and broker).")
+@click.option("--real-broker", metavar="URL", help="The broker to examine (default: your app's).")
+@click.option(
+    "--result-backend", metavar="URL", help="The result backend to read (default: your app's, or as for `complete`)."
+)
+def doctor_command(
+    task_id: str | None,
+    task_name: str | None,
+    app_path: str | None,
+    real_broker: str | None,
+    result_backend: str | None,
+) -> None:
+    """Why is a task stuck in PENDING? Names the first cause found, its evidence and the fix.
+
+    Checks, in order: no worker at all; the task registered on no live worker; its queue consumed
+    by no worker; scheduled (ETA), reserved behind busy slots, or running; revoked; no result
+    backend; else what a PENDING that no worker knows leaves. Reads only: it never consumes,
+    purges or acknowledges a message. Exit 0 when the task is fine (done or running), 1 with a cause.
+    """
+    from celery import Celery
+
+    from celery_sim.core.brokers import UrlBroker
+    from celery_sim.tools.doctor import examine
+
+    _setup_logging(0)
+    try:
+        if task_id is None and task_name is None:
+            raise UsageError("give a TASK_ID, or --task NAME (or both), e.g. `doctor --real-broker URL 5f1c...`")
+        if app_path is not None:
+            from celery_sim.tools.call import import_app
+
+            app = import_app(app_path)
+        else:
+            if real_broker is None:
+                raise UsageError("give --real-broker URL (or --app module:attr, whose broker is used)")
+            app = Celery("celery_sim-doctor", set_as_current=False)
+        if real_broker is not None:
+            _choose_broker("memory", real_broker, result_backend, "thread")
+            app.conf.update(
+                broker_url=real_broker, result_backend=result_backend or UrlBroker(real_broker).result_backend
+            )
+        elif result_backend is not None:
+            app.conf.update(result_backend=result_backend)
+        broker_url = str(app.conf.broker_url or "")
+        if "://" not in broker_url or broker_url.startswith("memory://"):
+            raise UsageError(
+                f"broker {mask_url(broker_url) or 'none'!r}: the doctor examines a real broker; give --real-broker URL"
+            )
+        check_installed()
+        resolve_broker(broker_url, str(app.conf.result_backend or "") or None).preflight()
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    finding = examine(app, task_id, task_name)
+    click.echo(("OK: " if finding.ok else "CAUSE: ") + mask_url(finding.cause))
+    for line in finding.evidence:
+        click.echo(f"  - {mask_url(line)}")
+    if finding.fix:
+        click.echo(f"FIX: {finding.fix}")
+    sys.exit(EXIT_OK if finding.ok else EXIT_FAILED)
+
+
 @cli.command("list")
 def list_command() -> None:
     """List the scenarios in the catalog."""

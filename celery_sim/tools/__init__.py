@@ -1,1 +1,1 @@
-"""Commands built on the public engine: ``call`` and ``bench``."""
+"""Commands built on the engine: ``call``, ``doctor`` and ``bench``."""

@@ -23,6 +23,7 @@ from celery._state import _tls  # type: ignore[attr-defined]
 from kombu.utils.imports import symbol_by_name
 
 from celery_sim.core import timewarp
+from celery_sim.core.appfactory import AppSpec
 from celery_sim.core.namespace import Namespace, namespace_conf
 from celery_sim.errors import HarnessError
 from celery_sim.observe.recorder import RecordingAMQPMixin, task_state_updated
@@ -124,6 +125,18 @@ class Adoption:
         #: Every result backend the app creates during the run (one per thread), released at stop.
         self.backends: weakref.WeakSet[Any] = weakref.WeakSet()
         self._saved: dict[str, Any] | None = None
+
+    @classmethod
+    def for_spec(cls, app: Celery, spec: AppSpec) -> Adoption:
+        """The adoption of ``app`` for the run ``spec`` describes (the harness's, or a worker process's)."""
+        return cls(
+            app,
+            ns=Namespace(spec.run_id),
+            broker_url=spec.broker_url,
+            result_backend=spec.result_backend,
+            time_scale=spec.time_scale,
+            extra_conf=spec.extra_conf,
+        )
 
     def apply(self) -> None:
         app: Any = self.app  # Celery's private caches are not in its type stubs

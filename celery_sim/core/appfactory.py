@@ -10,7 +10,6 @@ from typing import Any
 
 from celery import Celery
 
-from celery_sim.core import timewarp
 from celery_sim.core.namespace import Namespace
 from celery_sim.errors import HarnessError
 
@@ -81,29 +80,23 @@ class AppSpec:
 
 
 def build_app(spec: AppSpec, app_cls: type[Celery] = Celery) -> Celery:
-    """A fresh, finalized app for ``spec``: namespaced queues and exchanges, JSON only."""
+    """A fresh, finalized app for ``spec`` (default queue ``default``, JSON only), set up by its
+    ``configure`` and ``extra_conf`` before it is finalized, as task options must be.
+
+    What every run's app gets (its broker, namespaced exchanges, result key prefix, time scale)
+    is overlaid when the run lends it (:class:`~celery_sim.core.adopt.Adoption`).
+    """
     ns = Namespace(spec.run_id)
     app = app_cls(ns.prefix, broker=spec.broker_url, backend=spec.result_backend, set_as_current=False, fixups=[])
     app.conf.update(
         task_default_queue=ns.queue("default"),
-        control_exchange=ns.control_exchange,
-        event_exchange=ns.event_exchange,
         accept_content=["json"],
         result_accept_content=["json"],
         task_serializer="json",
         result_serializer="json",
-        worker_hijack_root_logger=False,
-        worker_redirect_stdouts=False,
-        broker_connection_retry_on_startup=False,
-        **{timewarp.CONF_KEY: timewarp.validate_scale(spec.time_scale)},
         **spec.extra_conf,
     )
     if spec.configure is not None:
         spec.configure(app, ns)
-    # Result keys under the run's namespace (Celery's key/value backends prefix task, group and
-    # chord keys with it), so that a run's results on a shared Redis are found and deleted at stop.
-    options = dict(app.conf.result_backend_transport_options or {})
-    options.setdefault("global_keyprefix", f"{ns.prefix}.")
-    app.conf.result_backend_transport_options = options
     app.finalize(auto=True)
     return app

@@ -152,14 +152,7 @@ class Harness:
         app = build_app(spec) if target is None else load_app(target)
         if target is not None:  # the modules of include= / imports, as a worker imports them at start
             app.loader.import_default_modules()
-        adoption = Adoption(
-            app,
-            ns=self.ns,
-            broker_url=endpoints.broker_url,
-            result_backend=endpoints.result_backend,
-            time_scale=self.config.time_scale,
-            extra_conf=self.config.extra_conf,
-        )
+        adoption = Adoption.for_spec(app, spec)
         adoption.apply()
         self._adoption = adoption
         return app

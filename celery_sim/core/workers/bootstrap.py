@@ -23,7 +23,6 @@ from celery.signals import task_prerun
 from celery_sim.core.adopt import Adoption, load_app
 from celery_sim.core.appfactory import ENV_SPEC, AppSpec, build_app, load_configure
 from celery_sim.core.brokers import UrlBroker
-from celery_sim.core.namespace import Namespace
 from celery_sim.observe.recorder import published_data, task_published, task_state_updated
 
 __all__ = ["app"]
@@ -49,14 +48,7 @@ def _spec_from_env() -> AppSpec:
 def _load() -> Celery:
     spec = _spec_from_env()
     found = load_app(spec.app_path) if spec.app_path else build_app(spec)
-    Adoption(
-        found,
-        ns=Namespace(spec.run_id),
-        broker_url=spec.broker_url,
-        result_backend=spec.result_backend,
-        time_scale=spec.time_scale,
-        extra_conf=spec.extra_conf,
-    ).apply()  # for the life of this process: never restored
+    Adoption.for_spec(found, spec).apply()  # for the life of this process: never restored
     return found
 
 

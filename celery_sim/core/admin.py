@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from celery import Celery
 from kombu.exceptions import ChannelError
 
 from celery_sim.core.cleanup import delete_run_keys
@@ -13,7 +14,20 @@ from celery_sim.errors import HarnessError
 if TYPE_CHECKING:
     from celery_sim.core.harness import Harness
 
-__all__ = ["RunQueues"]
+__all__ = ["RunQueues", "message_count"]
+
+
+def message_count(app: Celery, queue: str) -> int | None:
+    """Messages waiting in ``queue`` on ``app``'s broker, by a passive declare (which consumes
+    nothing); None when the broker has no such queue (on Redis: an empty one)."""
+    with app.connection_for_read() as conn:
+        channel: Any = conn.channel()
+        try:
+            return int(channel.queue_declare(queue, passive=True).message_count)
+        except ChannelError:
+            return None
+        finally:
+            channel.close()
 
 
 class RunQueues:
@@ -36,14 +50,7 @@ class RunQueues:
 
         A queue the broker does not know holds no message (on Redis an empty queue does not exist).
         """
-        with self.h.app.connection_for_read() as conn:
-            channel: Any = conn.channel()
-            try:
-                return int(channel.queue_declare(self.h.ns.queue(queue), passive=True).message_count)
-            except ChannelError:
-                return 0
-            finally:
-                channel.close()
+        return message_count(self.h.app, self.h.ns.queue(queue)) or 0
 
     def delete_from_broker(self) -> None:
         """Delete this run's queues (and their messages) and exchanges, so that a shared broker keeps

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from celery_sim.observe.timeline import TASK_END_KINDS
+
 if TYPE_CHECKING:
     from celery_sim.core.harness import Harness
 
@@ -66,7 +68,7 @@ class TaskExpectation:
 
     def succeeded(self, *result: Any) -> TaskExpectation:
         """The task's last attempt succeeded (with ``result``, if given)."""
-        ends = self.harness.timeline.events(self.task_id, ["succeeded", "failed", "revoked", "unknown", "rejected"])
+        ends = self.harness.timeline.events(self.task_id, TASK_END_KINDS)
         if not ends or ends[-1].kind != "succeeded":
             raise self._fail("success", ends[-1].kind if ends else f"no end yet ({self.kinds})")
         if result and ends[-1].data.get("result") != result[0]:

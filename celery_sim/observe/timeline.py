@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Literal
 
-__all__ = ["ATTEMPT_END_KINDS", "KINDS", "TASK_END_KINDS", "Event", "EventKind", "Timeline"]
+__all__ = ["ATTEMPT_END_KINDS", "FAILED_END_KINDS", "KINDS", "TASK_END_KINDS", "Event", "EventKind", "Timeline"]
 
 EventKind = Literal[
     "published", "received", "started", "progress", "retried", "succeeded", "failed", "revoked", "unknown", "rejected"
@@ -29,6 +29,8 @@ KINDS: tuple[EventKind, ...] = (
 TASK_END_KINDS: frozenset[str] = frozenset({"succeeded", "failed", "revoked", "unknown", "rejected"})
 #: Kinds that end one attempt of a task: the task's end, or a retry.
 ATTEMPT_END_KINDS: frozenset[str] = TASK_END_KINDS | {"retried"}
+#: Kinds that end a task without success.
+FAILED_END_KINDS: frozenset[str] = TASK_END_KINDS - {"succeeded"}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from celery_sim.core.brokers import mask_url
-from celery_sim.observe.timeline import ATTEMPT_END_KINDS, Event
+from celery_sim.observe.timeline import ATTEMPT_END_KINDS, FAILED_END_KINDS, Event
 from celery_sim.scenarios.matrix import Matrix
 from celery_sim.scenarios.runner import RunReport
 from celery_sim.scenarios.scenario import Registry, Scenario, ScenarioResult, Status
@@ -232,7 +232,7 @@ def render_timeline(console: Console, result: ScenarioResult, width: int | None 
         if started is not None:
             for col in range(column(started), column(ended.at if ended else started) + 1):
                 bar[col] = "█"
-        colour = "red" if ended and ended.kind in ("failed", "revoked", "unknown", "rejected") else "green"
+        colour = "red" if ended and ended.kind in FAILED_END_KINDS else "green"
         host = next((e.hostname for e in events if e.hostname), None) or ("caller" if started is not None else "-")
         outcome = ended.kind if ended else events[-1].kind
         table.add_row(

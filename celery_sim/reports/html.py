@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from celery_sim.core.brokers import mask_url
-from celery_sim.observe.timeline import Event
+from celery_sim.observe.timeline import FAILED_END_KINDS, TASK_END_KINDS, Event
 from celery_sim.scenarios.runner import RunReport
 from celery_sim.scenarios.scenario import ScenarioResult, Status
 
@@ -38,7 +38,6 @@ svg text { font: 11px ui-monospace, monospace; fill: #24292f; }
 
 #: Colours of a task's segments on the timeline.
 _QUEUED, _RUNNING, _FAILED, _RETRY_WAIT = "#afb8c1", "#2da44e", "#cf222e", "#d4a72c"
-_END_FAILED = frozenset({"failed", "revoked", "unknown", "rejected"})
 
 
 def _e(value: object) -> str:
@@ -94,10 +93,10 @@ def timeline_svg(events: Sequence[Event], width: int = 1000) -> str:
                 next_start = next((e.at for e in task_events if e.kind == "started" and e.at > event.at), None)
                 if next_start is not None:
                     parts.append(_bar(x(event.at), x(next_start), y, _RETRY_WAIT, "waiting for the retry"))
-            elif event.kind in ("succeeded", *_END_FAILED):
+            elif event.kind in TASK_END_KINDS:
                 start = running_since if running_since is not None else queued_since
                 if start is not None:
-                    colour = _FAILED if event.kind in _END_FAILED else _RUNNING
+                    colour = _FAILED if event.kind in FAILED_END_KINDS else _RUNNING
                     parts.append(_bar(x(start), x(event.at), y, colour, event.kind))
                 running_since = queued_since = None
         if queued_since is not None:  # never started within the run: queued to the end

@@ -25,20 +25,14 @@ def parse_json_option(option: str, text: str | None, kind: type) -> Any:
     """``text`` parsed as JSON of ``kind`` (list or dict); a UsageError naming ``option`` otherwise."""
     if text is None:
         return kind()
+    example = f"e.g. {option} " + ("'[2, 3]'" if kind is list else "'{\"x\": 1}'")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{option} {text!r} is not JSON ({exc.msg} at character {exc.pos}); e.g. {option} '[2, 3]'"
-            if kind is list
-            else f"{option} {text!r} is not JSON ({exc.msg} at character {exc.pos}); e.g. {option} '{{\"x\": 1}}'"
-        ) from exc
+        raise UsageError(f"{option} {text!r} is not JSON ({exc.msg} at character {exc.pos}); {example}") from exc
     if not isinstance(value, kind):
-        example = "'[2, 3]'" if kind is list else "'{\"x\": 1}'"
-        raise UsageError(
-            f"{option} must be a JSON {'array' if kind is list else 'object'}, e.g. {option} {example}; "
-            f"got {type(value).__name__} {text!r}"
-        )
+        shape = "array" if kind is list else "object"
+        raise UsageError(f"{option} must be a JSON {shape}, {example}; got {type(value).__name__} {text!r}")
     return value
 
 

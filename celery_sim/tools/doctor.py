@@ -18,7 +18,8 @@ from typing import Any
 
 from celery import Celery
 from celery.backends.base import DisabledBackend
-from kombu.exceptions import ChannelError
+
+from celery_sim.core.admin import message_count
 
 __all__ = ["Finding", "examine"]
 
@@ -35,17 +36,6 @@ class Finding:
     cause: str
     fix: str = ""
     evidence: list[str] = field(default_factory=list)
-
-
-def _queue_length(app: Celery, queue: str) -> int | None:
-    with app.connection_for_read() as conn:
-        channel: Any = conn.channel()
-        try:
-            return int(channel.queue_declare(queue, passive=True).message_count)
-        except ChannelError:
-            return None  # the broker has no such queue (on Redis: an empty one)
-        finally:
-            channel.close()
 
 
 def _find(replies: dict[str, Any] | None, task_id: str) -> tuple[str, dict[str, Any]] | None:
@@ -96,7 +86,7 @@ def examine(app: Celery, task_id: str | None = None, task_name: str | None = Non
         queue = str(getattr(route.get("queue"), "name", route.get("queue")))
         active_queues = inspect.active_queues() or {}
         consumers = sorted(h for h, qs in active_queues.items() if any(q.get("name") == queue for q in qs or []))
-        length = _queue_length(app, queue)
+        length = message_count(app, queue)
         evidence.append(
             f"{task_name!r} routes to queue {queue!r}: consumed by {', '.join(consumers) or 'no worker'}, "
             f"{'no such queue on the broker' if length is None else f'{length} message(s) waiting'}"

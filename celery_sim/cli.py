@@ -320,8 +320,9 @@ def doctor_command(
     """Why is a task stuck in PENDING? Names the first cause found, its evidence and the fix.
 
     Checks, in order: no worker at all; the task registered on no live worker; its queue consumed
-    by no worker; scheduled (ETA), reserved behind busy slots, or running; revoked; no result
-    backend; else what a PENDING that no worker knows leaves. Reads only: it never consumes,
+    by no worker; revoked, scheduled (ETA), running, or reserved behind busy slots; done or
+    expired; no result backend; ignore_result; the workers' result backend or serializer not the
+    client's; else what a PENDING that no worker knows leaves. Reads only: it never consumes,
     purges or acknowledges a message. Exit 0 when the task is fine (done or running), 1 with a cause.
     """
     from celery import Celery
@@ -358,7 +359,7 @@ def doctor_command(
     except UsageError as exc:
         _fail_usage(str(exc))
     finding = examine(app, task_id, task_name)
-    click.echo(("OK: " if finding.ok else "CAUSE: ") + mask_url(finding.cause))
+    click.echo(f"{'OK' if finding.ok else 'CAUSE'} [{finding.kind}]: {mask_url(finding.cause)}")
     for line in finding.evidence:
         click.echo(f"  - {mask_url(line)}")
     if finding.fix:

@@ -19,6 +19,7 @@ TASK_MODULES = (
     "demos.retries.tasks",
     "demos.timing.tasks",
     "demos.brokers.tasks",
+    "demos.doctor.tasks",
 )
 
 #: Logical queues the main embedded worker consumes. Scenarios start their own workers for the

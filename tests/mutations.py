@@ -116,3 +116,23 @@ def autoretry_gives_up_after_two(app: Celery, ns: Namespace) -> None:
         return original(*args, **{**kwargs, "max_retries": 2})
 
     task.retry = retry
+
+
+def doctor_name_registered(app: Celery, ns: Namespace) -> None:
+    demo_configure(app, ns)
+
+    def no_such_task() -> str:
+        return "exists after all"
+
+    app.task(name="demos.doctor.no_such_task", shared=False)(no_such_task)
+
+
+def doctor_reserved_empty(monkeypatch: Any) -> None:
+    from celery_sim.tools import doctor
+
+    real = doctor._Ask.__call__
+
+    def ask(self: Any, command: str, **arguments: Any) -> dict[str, Any]:
+        return {} if command == "reserved" else real(self, command, **arguments)
+
+    monkeypatch.setattr(doctor._Ask, "__call__", ask)

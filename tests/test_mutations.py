@@ -20,6 +20,7 @@ from celery_sim.embedded import memory
 from celery_sim.scenarios.catalog import default_config, load_catalog
 from celery_sim.scenarios.runner import Runner
 from celery_sim.scenarios.scenario import ScenarioResult, Status
+from celery_sim.tools import doctor
 from demos.config import WORKER_QUEUES
 
 from . import mutations
@@ -226,6 +227,51 @@ MUTATIONS: dict[str, list[Mutation]] = {
             "the transport does not mark a requeued message redelivered (kombu's virtual channel)",
             "the task completes on its redelivery",
             patch=_kombu_restore,
+        )
+    ],
+    "doctor.unregistered": [
+        Mutation("the name exists", "by id: the doctor names", {"configure": mutations.doctor_name_registered})
+    ],
+    "doctor.unconsumed_queue": [
+        Mutation(
+            "the main worker consumes reports_queue",
+            "nobody consumes it: the doctor names",
+            {"queues": (*WORKER_QUEUES, "reports_queue")},
+        )
+    ],
+    "doctor.scheduled_revoked": [
+        Mutation(
+            "the doctor does not look inside the workers",
+            "countdown=600: the doctor names",
+            patch=lambda mp: mp.setattr(doctor._Exam, "in_worker", lambda self: None),
+        )
+    ],
+    "doctor.reserved_active": [
+        Mutation(
+            "inspect reserved answers nothing",
+            "the task behind it: the doctor names",
+            patch=mutations.doctor_reserved_empty,
+        )
+    ],
+    "doctor.expired": [
+        Mutation(
+            "a revoke's reason is not read",
+            "expires in the past: the doctor names",
+            patch=lambda mp: mp.setattr(doctor, "TaskRevokedError", type("Never", (Exception,), {})),
+        )
+    ],
+    "doctor.result_settings": [
+        Mutation(
+            "the workers' settings are not compared",
+            "client reading another backend: the doctor names",
+            patch=lambda mp: mp.setattr(doctor._Exam, "_settings_mismatch", lambda self: None),
+        )
+    ],
+    "doctor.no_worker": [
+        Mutation(
+            "a worker answers ping",
+            "no worker: the doctor names",
+            patch=lambda mp: mp.setattr(Control, "ping", lambda *a, **k: [{"ghost@nowhere": {"ok": "pong"}}]),
         )
     ],
 }

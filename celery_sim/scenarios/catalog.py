@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "time": "demos.timing.scenarios",
     "beat": "demos.timing.beat",
     "broker": "demos.brokers.scenarios",
+    "doctor": "demos.doctor.scenarios",
 }
 
 

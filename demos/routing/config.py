@@ -15,6 +15,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "demos.routing.quick_task": {"queue": "fast_queue"},
     "demos.routing.slow_report": {"queue": "slow_queue"},
     "demos.routing.nightly_export": {"queue": "reports_queue"},
+    "demos.doctor.hold": {"queue": "doctor"},
 }
 
 #: queue name -> (exchange name, routing key).
@@ -25,6 +26,7 @@ QUEUES: dict[str, tuple[str, str]] = {
     "fast_queue": ("fast_queue", "fast_queue"),
     "slow_queue": ("slow_queue", "slow_queue"),
     "reports_queue": ("reports_queue", "reports_queue"),
+    "doctor": ("doctor", "doctor"),
 }
 
 

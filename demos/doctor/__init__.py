@@ -1,0 +1,1 @@
+"""The PENDING doctor's causes, each created on purpose and named by the doctor."""

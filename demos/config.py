@@ -20,6 +20,7 @@ TASK_MODULES = (
     "demos.timing.tasks",
     "demos.brokers.tasks",
     "demos.doctor.tasks",
+    "demos.monitor.tasks",
 )
 
 #: Logical queues the main embedded worker consumes. Scenarios start their own workers for the

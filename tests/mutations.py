@@ -136,3 +136,15 @@ def doctor_reserved_empty(monkeypatch: Any) -> None:
         return {} if command == "reserved" else real(self, command, **arguments)
 
     monkeypatch.setattr(doctor._Ask, "__call__", ask)
+
+
+def no_task_started_event(monkeypatch: Any) -> None:
+    from celery.worker.request import Request
+
+    real = Request.send_event
+
+    def send_event(self: Any, type: str, **fields: Any) -> None:  # noqa: A002  # Celery's name
+        if type != "task-started":
+            real(self, type, **fields)
+
+    monkeypatch.setattr(Request, "send_event", send_event)

@@ -274,6 +274,20 @@ MUTATIONS: dict[str, list[Mutation]] = {
             patch=lambda mp: mp.setattr(Control, "ping", lambda *a, **k: [{"ghost@nowhere": {"ok": "pong"}}]),
         )
     ],
+    "monitor.events": [
+        Mutation(
+            "the worker sends no task-started",
+            "succeeds: the worker's events",
+            patch=mutations.no_task_started_event,
+        )
+    ],
+    "monitor.inspect_control": [
+        Mutation(
+            "add_consumer sends nothing",
+            "add_consumer: acknowledged",
+            patch=lambda mp: mp.setattr(Control, "add_consumer", lambda *args, **kwargs: []),
+        )
+    ],
 }
 
 #: Scenarios with no mutation here, and why.

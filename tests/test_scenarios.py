@@ -39,7 +39,18 @@ def test_a_scenario_declared_skipped_on_memory_says_why_and_runs_nothing(name: s
 
 
 def test_the_catalog_has_the_families_built_so_far() -> None:
-    assert CATALOG.families() == ["calling", "progress", "routing", "canvas", "retries", "time", "beat", "broker", "doctor"]
+    assert CATALOG.families() == [
+        "calling",
+        "progress",
+        "routing",
+        "canvas",
+        "retries",
+        "time",
+        "beat",
+        "broker",
+        "doctor",
+        "monitor",
+    ]
 
 
 # Checks that fail when the behaviour breaks: tests/test_mutations.py (and SABOTAGE in tests/test_canvas.py).

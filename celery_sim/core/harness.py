@@ -65,6 +65,9 @@ class HarnessConfig:
     #: Workers a scenario starts itself are processes in "process" mode, threads otherwise.
     worker: str = "thread"
     extra_conf: dict[str, Any] = field(default_factory=dict)
+    #: Embedded workers send task events too (``celery worker -E``), for a monitor; worker
+    #: processes always do.
+    worker_events: bool = False
 
 
 class Harness:
@@ -281,15 +284,20 @@ class Harness:
         return self.crew.main_hostnames
 
     @property
+    def hostnames(self) -> tuple[str, ...]:
+        """Node names of every worker of the run (each answers ``ping``), external ones included."""
+        return self.crew.hostnames
+
+    @property
     def main_concurrency(self) -> int:
         """Pool slots of the main workers together."""
         return self.crew.main_concurrency
 
     def start_worker(
-        self, queues: Sequence[str], *, name: str, concurrency: int = 1, kind: str | None = None
+        self, queues: Sequence[str], *, name: str, concurrency: int = 1, kind: str | None = None, events: str = "off"
     ) -> Worker:
-        """Start another worker consuming ``queues``; it is stopped with the harness."""
-        return self.crew.start(queues, name=name, concurrency=concurrency, kind=kind)
+        """Start another worker consuming ``queues`` (``events``: "off", "on" or "switchable"); stopped with the harness."""
+        return self.crew.start(queues, name=name, concurrency=concurrency, kind=kind, events=events)
 
     def lasting_worker(self, queues: Sequence[str], *, name: str, concurrency: int = 1) -> Worker:
         """The worker ``name``: started on first use, then kept (stopped with the harness)."""

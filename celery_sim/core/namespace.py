@@ -41,7 +41,9 @@ class Namespace:
 
     @property
     def event_exchange(self) -> str:
-        return f"{self.prefix}.events"
+        # Not "<prefix>.events": a queue the app calls "events" is "<prefix>.events", and its
+        # direct exchange of that name would clash with the (topic) event exchange.
+        return f"{self.prefix}.celeryev"
 
 
 def _exchange(ns: Namespace, exchange: Any) -> Any:

@@ -22,6 +22,7 @@ FAMILIES: dict[str, str] = {
     "beat": "demos.timing.beat",
     "broker": "demos.brokers.scenarios",
     "doctor": "demos.doctor.scenarios",
+    "monitor": "demos.monitor.scenarios",
 }
 
 

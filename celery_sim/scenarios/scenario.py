@@ -374,13 +374,15 @@ class Context:
         return side(self.harness, **overrides)
 
     def start_worker(
-        self, queues: Iterable[str], *, name: str, concurrency: int = 1, kind: str | None = None
+        self, queues: Iterable[str], *, name: str, concurrency: int = 1, kind: str | None = None, events: str = "off"
     ) -> Worker:
         """Start an extra worker for this scenario only (stopped when the scenario ends).
 
-        ``kind`` ("thread" or "process") defaults to the run's worker mode.
+        ``kind`` ("thread" or "process") defaults to the run's worker mode; ``events``: "on" sends
+        task events (``celery worker -E``), "switchable" only worker events, as a plain ``celery
+        worker`` (see :data:`~celery_sim.core.workers.thread.EVENT_MODES`).
         """
-        worker = self.harness.start_worker(list(queues), name=name, concurrency=concurrency, kind=kind)
+        worker = self.harness.start_worker(list(queues), name=name, concurrency=concurrency, kind=kind, events=events)
         self._workers.append(worker)
         return worker
 

@@ -33,7 +33,9 @@ NO_REPLY_S = 0.5
 def _examine(
     ctx: Context, task_id: str | None = None, task_name: str | None = None, app: Celery | None = None
 ) -> Finding:
-    return examine(app or ctx.app, task_id, task_name, reply_timeout=REPLY_TIMEOUT_S, workers=len(ctx.harness.workers))
+    return examine(
+        app or ctx.app, task_id, task_name, reply_timeout=REPLY_TIMEOUT_S, workers=len(ctx.harness.hostnames)
+    )
 
 
 def _names(ctx: Context, what: str, finding: Finding, kind: str, *says: str, ok: bool = False) -> bool:
@@ -100,8 +102,8 @@ def scheduled_revoked(ctx: Context) -> None:
         result = hold.apply_async((f"scheduled-{uuid.uuid4().hex}",), countdown=600)
     ctx.eventually(lambda: ctx.ran_on(result.id), lambda h: h is not None, timeout=5.0)
     _names(ctx, "countdown=600", _examine(ctx, result.id), "scheduled", "scheduled for later", host, ok=True)
-    replies = ctx.app.control.revoke(result.id, reply=True, timeout=2.0, limit=len(ctx.harness.workers))
-    ctx.check("every worker acknowledged revoke()", len(ctx.harness.workers), len(replies or []))
+    replies = ctx.app.control.revoke(result.id, reply=True, timeout=2.0, limit=len(ctx.harness.hostnames))
+    ctx.check("every worker acknowledged revoke()", len(ctx.harness.hostnames), len(replies or []))
     _names(ctx, "after revoke()", _examine(ctx, result.id), "revoked", "revoked", host)
 
 

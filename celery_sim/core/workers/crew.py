@@ -35,10 +35,14 @@ class Crew:
     def external_mode(self) -> bool:
         return self.h.config.worker == "external"
 
-    def start(self, queues: Sequence[str], *, name: str, concurrency: int = 1, kind: str | None = None) -> Worker:
+    def start(
+        self, queues: Sequence[str], *, name: str, concurrency: int = 1, kind: str | None = None, events: str = "off"
+    ) -> Worker:
         """Start a worker consuming ``queues`` (your names or the run's); stopped with the harness.
 
-        ``kind`` ("thread" or "process") defaults to the harness's ``worker`` setting.
+        ``kind`` ("thread" or "process") defaults to the harness's ``worker`` setting. ``events``:
+        how an embedded worker sends events (see :data:`~celery_sim.core.workers.thread.EVENT_MODES`);
+        a worker process always sends task events (``-E``): the run observes it by them.
         """
         h = self.h
         kind = kind or ("process" if h.config.worker == "process" else "thread")
@@ -58,6 +62,7 @@ class Crew:
             worker = EmbeddedWorker(
                 h.app, hostname=hostname, queues=run_queues, concurrency=concurrency,
                 wake=endpoints.wake if endpoints else None, loglevel=h.config.worker_loglevel,
+                events="on" if h.config.worker_events and events == "off" else events,
             )  # fmt: skip
         self.workers.append(worker)
         worker.start(h.config.start_timeout)
@@ -113,6 +118,11 @@ class Crew:
         if self.external_mode:
             return tuple(sorted(self.external))
         return (self.main_worker.hostname,)
+
+    @property
+    def hostnames(self) -> tuple[str, ...]:
+        """Node names of every worker of the run: those it started (running) and the external ones."""
+        return tuple(sorted({*(w.hostname for w in self.workers if w.running), *self.external}))
 
     @property
     def main_concurrency(self) -> int:

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from celery import Celery
+from celery.app.control import Control
 
 from celery_sim.core.appfactory import ENV_SPEC, AppSpec
 from celery_sim.core.brokers import mask_url
 from celery_sim.core.namespace import Namespace
+from celery_sim.core.workers.probe import probe_control
 from celery_sim.core.workers.spawn import popen, wait_ready
 from celery_sim.errors import WorkerError
 
@@ -91,6 +93,7 @@ class ProcessWorker:
         self.pool = pool
         self._loglevel = loglevel
         self._proc: subprocess.Popen[bytes] | None = None
+        self._probe: Control | None = None
         self._log: IO[bytes] | None = None
 
     @property
@@ -153,7 +156,9 @@ class ProcessWorker:
         raise WorkerError(f"worker process {self.hostname} did not answer ping within {timeout:g}s:\n{self.log_tail()}")
 
     def _answers_ping(self) -> bool:
-        return bool(self.app.control.ping(destination=[self.hostname], timeout=0.2))
+        if self._probe is None:
+            self._probe = probe_control(self.app)
+        return bool(self._probe.ping(destination=[self.hostname], timeout=0.2))
 
     def request_stop(self) -> None:
         """Warm shutdown (SIGTERM, as ``celery worker`` expects): running tasks finish first."""

@@ -170,6 +170,12 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "and a timeline picture of each scenario's tasks.",
     )
     @click.option(
+        "--monitor",
+        "monitor",
+        is_flag=True,
+        help="Show the run's workers, queues and tasks (state, progress, runtime, retries) live while it runs.",
+    )
+    @click.option(
         "--timeline",
         "show_timeline",
         is_flag=True,
@@ -325,37 +331,15 @@ def doctor_command(
     client's; else what a PENDING that no worker knows leaves. Reads only: it never consumes,
     purges or acknowledges a message. Exit 0 when the task is fine (done or running), 1 with a cause.
     """
-    from celery import Celery
-
-    from celery_sim.core.brokers import UrlBroker
     from celery_sim.tools.doctor import examine
 
     _setup_logging(0)
     try:
         if task_id is None and task_name is None:
             raise UsageError("give a TASK_ID, or --task NAME (or both), e.g. `doctor --real-broker URL 5f1c...`")
-        if app_path is not None:
-            from celery_sim.tools.call import import_app
-
-            app = import_app(app_path)
-        else:
-            if real_broker is None:
-                raise UsageError("give --real-broker URL (or --app module:attr, whose broker is used)")
-            app = Celery("celery_sim-doctor", set_as_current=False)
-        if real_broker is not None:
-            _choose_broker("memory", real_broker, result_backend, "thread")
-            app.conf.update(
-                broker_url=real_broker, result_backend=result_backend or UrlBroker(real_broker).result_backend
-            )
-        elif result_backend is not None:
-            app.conf.update(result_backend=result_backend)
-        broker_url = str(app.conf.broker_url or "")
-        if "://" not in broker_url or broker_url.startswith("memory://"):
-            raise UsageError(
-                f"broker {mask_url(broker_url) or 'none'!r}: the doctor examines a real broker; give --real-broker URL"
-            )
-        check_installed()
-        resolve_broker(broker_url, str(app.conf.result_backend or "") or None).preflight()
+        if app_path is None and real_broker is None:
+            raise UsageError("give --real-broker URL (or --app module:attr, whose broker is used)")
+        app = _deployment_app(app_path, real_broker, result_backend, "the doctor examines")
     except UsageError as exc:
         _fail_usage(str(exc))
     finding = examine(app, task_id, task_name)
@@ -365,6 +349,85 @@ def doctor_command(
     if finding.fix:
         click.echo(f"FIX: {finding.fix}")
     sys.exit(EXIT_OK if finding.ok else EXIT_FAILED)
+
+
+def _deployment_app(app_path: str | None, real_broker: str | None, result_backend: str | None, what: str) -> Any:
+    """The app a tool reads a real deployment with: the user's (``--app``) or a bare one, on
+    ``--real-broker`` and ``--result-backend`` when given; raises UsageError for bad input or
+    an unreachable broker."""
+    from celery import Celery
+
+    from celery_sim.core.brokers import UrlBroker
+
+    if app_path is not None:
+        from celery_sim.tools.call import import_app
+
+        app = import_app(app_path)
+    else:
+        app = Celery("celery_sim-tool", set_as_current=False)
+    if real_broker is not None:
+        _choose_broker("memory", real_broker, result_backend, "thread")
+        app.conf.update(broker_url=real_broker, result_backend=result_backend or UrlBroker(real_broker).result_backend)
+    elif result_backend is not None:
+        app.conf.update(result_backend=result_backend)
+    broker_url = str(app.conf.broker_url or "")
+    if "://" not in broker_url or broker_url.startswith("memory://"):
+        raise UsageError(f"broker {mask_url(broker_url) or 'none'!r}: {what} a real broker; give --real-broker URL")
+    check_installed()
+    resolve_broker(broker_url, str(app.conf.result_backend or "") or None).preflight()
+    return app
+
+
+@cli.command("monitor")
+@click.option("--real-broker", metavar="URL", help="Watch the workers on this broker (default: the embedded demo).")
+@click.option("--result-backend", metavar="URL", help="Where tasks' progress is read (default: your app's, or Redis).")
+@click.option("--app", "app_path", metavar="MODULE:ATTR", help="Your app: its broker, result backend and queues.")
+@click.option("--once", is_flag=True, help="Print one snapshot and exit (for scripts and tests).")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, metavar="S",
+    help=f"Seconds between refreshes (at least {0.2:g}); with --once, how long to collect events first.",
+)  # fmt: skip
+@click.option(
+    "--enable-events", is_flag=True,
+    help="Ask the workers to send task events (celery control enable_events); undone on exit.",
+)  # fmt: skip
+@click.option("--duration", type=float, metavar="S", help="Stop after S seconds (default: at Ctrl-C).")
+def monitor_command(
+    real_broker: str | None,
+    result_backend: str | None,
+    app_path: str | None,
+    once: bool,
+    interval: float,
+    enable_events: bool,
+    duration: float | None,
+) -> None:
+    """A live view of workers, queues and tasks (state, progress, runtime, retries).
+
+    With --real-broker or --app: any deployment, seen by ping/inspect and Celery's task events
+    (workers started with -E, or --enable-events), plus each running task's progress from the
+    result backend (update_state meta, which no event carries). Without: the embedded broker and
+    worker running a small demo load. Refreshed at a bounded rate; Ctrl-C exits cleanly.
+    """
+    from celery_sim.tools.watch import watch_demo, watch_deployment
+
+    _setup_logging(0)
+    try:
+        if interval <= 0 or (duration is not None and duration <= 0):
+            raise UsageError("--interval and --duration take a number of seconds above 0, e.g. --interval 0.5")
+        app = None
+        if real_broker is not None or app_path is not None:
+            app = _deployment_app(app_path, real_broker, result_backend, "the monitor watches")
+        elif result_backend is not None or enable_events:
+            raise UsageError("--result-backend and --enable-events go with --real-broker URL or --app module:attr")
+        else:
+            check_installed()
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    if app is None:
+        watch_demo(once=once, interval=interval, duration=duration)
+    else:
+        watch_deployment(app, once=once, interval=interval, duration=duration, enable_events=enable_events)
+    sys.exit(EXIT_OK)
 
 
 @cli.command("list")
@@ -660,11 +723,13 @@ def _execute(
     verbose: int,
     app_path: str | None,
     scenarios_module: str | None,
+    monitor: bool = False,
 ) -> None:
     from rich.console import Console
 
     from celery_sim.core.harness import Harness, HarnessConfig
     from celery_sim.reports.console import LiveReporter, render_report, render_timeline, write_json
+    from celery_sim.reports.live_monitor import MonitorReporter
     from celery_sim.scenarios.catalog import default_config, load_catalog, load_scenarios
     from celery_sim.scenarios.runner import Runner
 
@@ -699,8 +764,14 @@ def _execute(
     }
     config = HarnessConfig(app=app_path, **options) if app_path is not None else default_config(**options)
     console = Console(highlight=False)
-    reporter = LiveReporter(console)
-    runner = Runner(lambda: Harness(config), reporter, timeout=timeout, run_timeout=run_timeout)
+    reporter: LiveReporter | MonitorReporter
+    if monitor:
+        watching = MonitorReporter(console)
+        reporter = watching
+        runner = Runner(lambda: watching.watch(Harness(config)), reporter, timeout=timeout, run_timeout=run_timeout)
+    else:
+        reporter = LiveReporter(console)
+        runner = Runner(lambda: Harness(config), reporter, timeout=timeout, run_timeout=run_timeout)
     try:
         report = runner.run(scenarios)
     except KeyboardInterrupt:

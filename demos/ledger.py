@@ -39,7 +39,7 @@ def record(app: Celery, key: str, entry: dict[str, Any]) -> None:
     that pool processes of a prefork worker never overwrite each other's entries; others (rpc,
     database) fall back to read-append-write under a lock, safe within one process.
     """
-    backend = app.backend
+    backend: Any = app.backend  # a KeyValueStoreBackend here (incr, get_key_for_task)
     if _atomic(backend):
         # The counter's key as the backend names a task's (under the run's key prefix), so that
         # it goes with the run's results.
@@ -58,7 +58,7 @@ def read(app: Celery, key: str) -> list[dict[str, Any]]:
     if not _atomic(backend):
         meta = backend.get_task_meta(_key(key))
         return list(meta.get("result") or []) if meta.get("status") == STATE else []
-    entries = []
+    entries: list[dict[str, Any]] = []
     for slot in itertools.count():
         meta = backend.get_task_meta(f"{_key(key)}-{slot}", cache=False)
         if meta.get("status") != STATE:

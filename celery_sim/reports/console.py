@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LiveReporter",
+    "finished_line",
     "render_bench",
     "render_catalog",
     "render_matrix",
     "render_report",
     "render_timeline",
+    "run_header",
     "write_json",
 ]
 
@@ -61,6 +63,27 @@ def _notes(result: ScenarioResult, diagnosis_style: str) -> list[str]:
     return notes
 
 
+def finished_line(result: ScenarioResult) -> str:
+    """The line (rich markup) a scenario gets as it finishes, with its notes under it."""
+    mark, colour = STYLE[result.status]
+    passed = sum(c.passed for c in result.checks)
+    detail = f"{passed}/{len(result.checks)} checks" if result.checks else ""
+    line = (
+        f"[{colour}]{mark} {result.status.value:<7}[/] {result.name:<32} {result.duration_s * 1000:8.1f} ms  {detail}"
+    )
+    for note in _notes(result, "dim"):
+        line += f"\n    {note}"
+    return line
+
+
+def run_header(scenarios: Sequence[Scenario], report: RunReport) -> str:
+    """The line a run starts with: how many scenarios, the broker, the results, the worker."""
+    return (
+        f"[bold]celery_sim[/] running {len(scenarios)} scenario(s): broker [cyan]{escape(report.broker)}[/], "
+        f"results [cyan]{escape(report.result_backend)}[/], worker [cyan]{escape(report.worker)}[/]"
+    )
+
+
 class LiveReporter:
     """A :class:`~celery_sim.scenarios.runner.RunObserver` that shows the run as it goes."""
 
@@ -79,10 +102,7 @@ class LiveReporter:
         self._lock = threading.Lock()
 
     def run_started(self, scenarios: Sequence[Scenario], report: RunReport) -> None:
-        self.console.print(
-            f"[bold]celery_sim[/] running {len(scenarios)} scenario(s): broker [cyan]{escape(report.broker)}[/], "
-            f"results [cyan]{escape(report.result_backend)}[/], worker [cyan]{escape(report.worker)}[/]"
-        )
+        self.console.print(run_header(scenarios, report))
         self._progress.start()
         self._overall = self._progress.add_task("scenarios", total=len(scenarios))
 
@@ -99,12 +119,7 @@ class LiveReporter:
         self._progress.update(bar, completed=current, total=total)
 
     def scenario_finished(self, result: ScenarioResult) -> None:
-        mark, colour = STYLE[result.status]
-        passed = sum(c.passed for c in result.checks)
-        detail = f"{passed}/{len(result.checks)} checks" if result.checks else ""
-        line = f"[{colour}]{mark} {result.status.value:<7}[/] {result.name:<32} {result.duration_s * 1000:8.1f} ms  {detail}"
-        for note in _notes(result, "dim"):
-            line += f"\n    {note}"
+        line = finished_line(result)
         with self._lock:
             for key in [k for k in self._bars if k.startswith(result.name + ":")]:
                 self._progress.remove_task(self._bars.pop(key))

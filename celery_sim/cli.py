@@ -455,6 +455,9 @@ def list_command() -> None:
     help="Deadline per scenario, overriding each scenario's own.",
 )
 @click.option("--json", "json_path", callback=_json_path, metavar="PATH", help="Also write the matrix as JSON to PATH.")
+@click.option(
+    "--html", "html_path", callback=_json_path, metavar="PATH", help="Also write the matrix as one HTML page to PATH."
+)
 @click.option("-v", "--verbose", count=True, help="Show Celery's log (-v warnings, -vv debug) on stderr.")
 def matrix_command(
     names: Sequence[str],
@@ -462,6 +465,7 @@ def matrix_command(
     amqp_url: str | None,
     timeout: float | None,
     json_path: Path | None,
+    html_path: Path | None,
     verbose: int,
 ) -> None:
     """Run the catalog (or NAMES) on every reachable broker: memory, fakeredis, Redis, RabbitMQ.
@@ -507,6 +511,11 @@ def matrix_command(
     if json_path is not None:
         write_json(json_path, result)
         console.print(f"JSON written to {json_path}")
+    if html_path is not None:
+        from celery_sim.reports.html import write_matrix_html
+
+        write_matrix_html(html_path, result)
+        console.print(f"HTML matrix written to {html_path}")
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 

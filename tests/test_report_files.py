@@ -121,3 +121,34 @@ def test_a_real_run_writes_both_and_chromium_renders_the_page(tmp_path: Path) ->
     keep = os.environ.get("CSIM_SCREENSHOT_DIR")
     if keep:  # CI keeps the screenshot of the run
         shutil.copy(shot, Path(keep) / "report.png")
+
+
+@pytest.mark.timeout(300)
+def test_the_matrix_page_shows_every_scenario_on_every_broker_and_renders(tmp_path: Path) -> None:
+    page, data = tmp_path / "matrix.html", tmp_path / "matrix.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "celery_sim", "matrix", "calling.delay", "broker.visibility_timeout",
+         "--html", str(page), "--json", str(data)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    matrix = json.loads(data.read_text())
+    text = page.read_text()
+    assert "<script" not in text and "SAME VERDICTS" in text
+    reachable = [b for b in matrix["brokers"] if b["unreachable"] is None]
+    assert text.count("<th>") == 1 + len(reachable)  # the scenario column, and one per broker
+    rows = text.split('<table id="matrix">', 1)[1].split("</table>", 1)[0].split("<tr>")[2:]
+    assert [row.split("</td>", 1)[0].removeprefix("<td>") for row in rows] == [
+        "calling.delay",
+        "broker.visibility_timeout",
+    ]
+    assert all(row.count("<td class=") == len(reachable) for row in rows)
+    assert "≠ broker.visibility_timeout on memory" in text  # the declared difference, with its reason
+    if CHROMIUM is not None:
+        dom = subprocess.run(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert dom.returncode == 0 and 'id="matrix"' in dom.stdout, dom.stderr[-2000:]
+        assert "Uncaught" not in dom.stderr, dom.stderr[-2000:]

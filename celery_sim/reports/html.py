@@ -13,10 +13,11 @@ from pathlib import Path
 
 from celery_sim.core.brokers import mask_url
 from celery_sim.observe.timeline import FAILED_END_KINDS, TASK_END_KINDS, Event
+from celery_sim.scenarios.matrix import Matrix
 from celery_sim.scenarios.runner import RunReport
 from celery_sim.scenarios.scenario import ScenarioResult, Status
 
-__all__ = ["html_report", "timeline_svg", "write_html"]
+__all__ = ["html_report", "matrix_html", "timeline_svg", "write_html", "write_matrix_html"]
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em; color: #1b1f24; max-width: 1100px; }
@@ -169,3 +170,53 @@ def html_report(report: RunReport, title: str = "celery_sim run") -> str:
 
 def write_html(path: Path, report: RunReport) -> None:
     path.write_text(html_report(report), encoding="utf-8")
+
+
+_CELL = {True: ("passed", "✔"), False: ("failed", "✘"), None: ("skipped", "-")}
+
+
+def matrix_html(matrix: Matrix, title: str = "celery_sim fidelity matrix") -> str:
+    """The matrix as one page: a row per scenario, a column per broker, each cell its verdict
+    (✔ as expected, ✘ an undeclared difference, ≠ a declared difference, - skipped or not run)
+    with the declared reason or the diagnosis on hover and under the table."""
+    reachable = [c for c in matrix.columns if c.unreachable is None]
+    head = "".join(f"<th>{_e(c.label)}</th>" for c in reachable)
+    rows = []
+    for item in matrix.scenarios:
+        cells = []
+        for column in reachable:
+            result = matrix.result(column, item.name)
+            agrees = matrix.agrees(item, column)
+            kind, mark = _CELL[agrees] if result is not None and result.status is not Status.SKIPPED else _CELL[None]
+            if agrees is False:
+                kind, mark = "failed", "✘"
+            why = item.differs_on.get(column.kind) or item.skip_on.get(column.kind) or (result and result.diagnosis)
+            if agrees and column.kind in item.differs_on:
+                mark = "≠"
+            status = result.status.value if result else "not run"
+            cells.append(f'<td class="{kind}" title="{_e(why or status)}">{mark} {_e(status)}</td>')
+        rows.append(f"<tr><td>{_e(item.name)}</td>{''.join(cells)}</tr>")
+    undeclared = matrix.undeclared()
+    gone = [c for c in matrix.columns if c.unreachable is not None]
+    summary = (
+        "SAME VERDICTS on every broker" if matrix.ok else f"{len(undeclared)} undeclared difference(s)"
+    ) + f" · {len(matrix.scenarios)} scenario(s) by {len(reachable)} broker(s)"
+    notes = "".join(f'<div class="diag">{_e(u)}</div>' for u in undeclared)
+    notes += "".join(f'<div class="note">left out: {_e(c.label)}: {_e(c.unreachable)}</div>' for c in gone)
+    declared = "".join(
+        f'<div class="diff">≠ {_e(item.name)} on {_e(kind)}: {_e(why)}</div>'
+        for item in matrix.scenarios
+        for kind, why in {**item.skip_on, **item.differs_on}.items()
+        if any(c.kind == kind for c in reachable)
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>"
+        f'<div class="summary {"ok" if matrix.ok else "bad"}">{_e(summary)}</div>{notes}'
+        f'<table id="matrix"><tr><th>scenario</th>{head}</tr>{"".join(rows)}</table>'
+        f"<h2>Declared differences and skips</h2>{declared or '<p>none</p>'}</body></html>\n"
+    )
+
+
+def write_matrix_html(path: Path, matrix: Matrix) -> None:
+    path.write_text(matrix_html(matrix), encoding="utf-8")

@@ -238,6 +238,13 @@ def _queues(ctx: Context, control: Control, host: str) -> None:
 
 
 def _in_worker(ctx: Context, control: Control, host: str) -> None:
+    if ctx.harness.backend_kind == "rpc":
+        ctx.skip_check(
+            "active, reserved, scheduled, revoked",
+            "each task where inspect says",
+            "rpc:// stores nothing, and the held tasks are released through the demo's ledger in the result backend",
+        )
+        return
     inspect = control.inspect(destination=[host], timeout=REPLY_S)
     queue = ctx.queue("control")
     key = f"control-{uuid.uuid4().hex}"

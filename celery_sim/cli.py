@@ -435,10 +435,15 @@ def list_command() -> None:
     """List the scenarios in the catalog."""
     from rich.console import Console
 
-    from celery_sim.reports.console import render_catalog
-    from celery_sim.scenarios.catalog import load_catalog
+    from celery_sim.reports.catalog_view import render_catalog
+    from celery_sim.scenarios.index import catalog_index
 
-    render_catalog(Console(), load_catalog())
+    index = catalog_index()  # read from the source: no Celery imported
+    if index is None:
+        from celery_sim.scenarios.catalog import load_catalog
+
+        index = [(item.name, item.summary) for item in load_catalog().all()]
+    render_catalog(Console(), index)
 
 
 @cli.command("matrix")

@@ -21,7 +21,7 @@ from celery_sim.core.brokers import mask_url
 from celery_sim.observe.timeline import ATTEMPT_END_KINDS, FAILED_END_KINDS, Event
 from celery_sim.scenarios.matrix import Matrix
 from celery_sim.scenarios.runner import RunReport
-from celery_sim.scenarios.scenario import Registry, Scenario, ScenarioResult, Status
+from celery_sim.scenarios.scenario import Scenario, ScenarioResult, Status
 
 if TYPE_CHECKING:
     from celery_sim.tools.call import CallOutcome
@@ -30,7 +30,6 @@ __all__ = [
     "LiveReporter",
     "finished_line",
     "render_bench",
-    "render_catalog",
     "render_matrix",
     "render_report",
     "render_timeline",
@@ -258,16 +257,6 @@ def render_timeline(console: Console, result: ScenarioResult, width: int | None 
         )
     console.print(f"[bold]{result.name}[/] timeline [dim](░ queued, █ running; {span * 1000:.1f} ms across)[/]")
     console.print(table)
-
-
-def render_catalog(console: Console, registry: Registry) -> None:
-    table = Table(title="Scenario catalog")
-    table.add_column("scenario", style="bold", no_wrap=True)
-    table.add_column("what it shows")
-    for item in registry.all():
-        table.add_row(item.name, escape(item.summary))
-    console.print(table)
-    console.print(f"{len(registry.all())} scenarios in families: {', '.join(registry.families())}")
 
 
 class _HasJson(Protocol):

@@ -7,23 +7,10 @@ import sys
 
 from celery_sim.core.harness import HarnessConfig
 from celery_sim.errors import UsageError
+from celery_sim.scenarios.families import FAMILIES
 from celery_sim.scenarios.scenario import REGISTRY, Registry
 
 __all__ = ["FAMILIES", "default_config", "load_catalog", "load_scenarios"]
-
-#: family -> module registering its scenarios (imported on demand, like kombu's transport table).
-FAMILIES: dict[str, str] = {
-    "calling": "demos.calling.scenarios",
-    "progress": "demos.progress.scenarios",
-    "routing": "demos.routing.scenarios",
-    "canvas": "demos.canvas.scenarios",
-    "retries": "demos.retries.scenarios",
-    "time": "demos.timing.scenarios",
-    "beat": "demos.timing.beat",
-    "broker": "demos.brokers.scenarios",
-    "doctor": "demos.doctor.scenarios",
-    "monitor": "demos.monitor.scenarios",
-}
 
 
 def load_catalog() -> Registry:

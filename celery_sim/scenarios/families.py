@@ -1,0 +1,22 @@
+"""Which scenario families the catalog has: family -> module registering its scenarios.
+
+A table of names only (like kombu's transport table), so that listing the catalog imports
+nothing of Celery (see :mod:`celery_sim.scenarios.index`).
+"""
+
+from __future__ import annotations
+
+__all__ = ["FAMILIES"]
+
+FAMILIES: dict[str, str] = {
+    "calling": "demos.calling.scenarios",
+    "progress": "demos.progress.scenarios",
+    "routing": "demos.routing.scenarios",
+    "canvas": "demos.canvas.scenarios",
+    "retries": "demos.retries.scenarios",
+    "time": "demos.timing.scenarios",
+    "beat": "demos.timing.beat",
+    "broker": "demos.brokers.scenarios",
+    "doctor": "demos.doctor.scenarios",
+    "monitor": "demos.monitor.scenarios",
+}

@@ -1,0 +1,111 @@
+"""The catalog's names and summaries, read from the family modules' source without importing them.
+
+``python -m celery_sim list`` only shows names and summaries; importing the families imports
+Celery and every demo task (0.4 s). Here each module's ``@scenario("name", "summary", ...)``
+decorators are read with :mod:`ast`; a summary built from the module's constants (an f-string
+of literals, a concatenation) is worked out too. Anything else gives None, and the caller
+imports the catalog instead: never a wrong listing.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib.util
+from collections.abc import Mapping
+from typing import Any
+
+from celery_sim.scenarios.families import FAMILIES
+
+__all__ = ["catalog_index"]
+
+
+class _NotConstant(Exception):
+    pass
+
+
+def _value(node: ast.expr, constants: Mapping[str, Any]) -> Any:
+    """The value of ``node``, built from literals and the module's constant names only."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _value(node.left, constants) + _value(node.right, constants)
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for item in node.values:
+            if isinstance(item, ast.FormattedValue):
+                spec = "" if item.format_spec is None else _value(item.format_spec, constants)
+                if item.conversion != -1:
+                    raise _NotConstant(ast.dump(item))
+                parts.append(format(_value(item.value, constants), spec))
+            else:
+                parts.append(_value(item, constants))
+        return "".join(parts)
+    raise _NotConstant(ast.dump(node))
+
+
+def _parse(module: str) -> ast.Module:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        raise _NotConstant(module)
+    with open(spec.origin, encoding="utf-8") as source:
+        return ast.parse(source.read(), spec.origin)
+
+
+def _constants(tree: ast.Module, package: str, depth: int = 0) -> dict[str, Any]:
+    """Module-level names assigned a literal (``HOLD_S = 0.5``), in order, and those imported
+    from a module of ``package`` that assigns them so (``from demos.timing.tasks import HOLD_S``)."""
+    found: dict[str, Any] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.module.startswith(package + ".") and depth < 2:
+            with contextlib.suppress(_NotConstant, OSError, SyntaxError, ImportError):
+                theirs = _constants(_parse(stmt.module), package, depth + 1)
+                found.update({a.asname or a.name: theirs[a.name] for a in stmt.names if a.name in theirs})
+            continue
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            targets, value = [stmt.target], stmt.value
+        pairs: list[tuple[ast.expr, ast.expr]] = []
+        for target in targets:
+            if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts):
+                pairs += zip(target.elts, value.elts, strict=True)  # HOLD_S, LIMIT_S = 0.6, 0.2
+            elif value is not None:
+                pairs.append((target, value))
+        for target, value in pairs:
+            if isinstance(target, ast.Name):
+                with contextlib.suppress(_NotConstant, TypeError):
+                    found[target.id] = _value(value, found)
+    return found
+
+
+def _module_scenarios(module: str) -> list[tuple[str, str]]:
+    tree = _parse(module)
+    constants = _constants(tree, module.split(".", 1)[0])
+    found = []
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.FunctionDef):
+            continue
+        for decorator in stmt.decorator_list:
+            if (
+                isinstance(decorator, ast.Call)
+                and isinstance(decorator.func, ast.Name)
+                and decorator.func.id == "scenario"
+            ):
+                if len(decorator.args) < 2:
+                    raise _NotConstant(stmt.name)
+                name, summary = (_value(arg, constants) for arg in decorator.args[:2])
+                found.append((str(name), str(summary)))
+    return found
+
+
+def catalog_index() -> list[tuple[str, str]] | None:
+    """``(name, summary)`` of every catalog scenario in catalog order, or None if one cannot be read."""
+    try:
+        return [item for module in FAMILIES.values() for item in _module_scenarios(module)]
+    except (_NotConstant, OSError, SyntaxError, TypeError, ValueError, ImportError):
+        return None

@@ -38,3 +38,15 @@ def test_sequential_runs_start_clean() -> None:
     with Harness(default_config()) as second:
         assert second.queue_size(second.queue("reports_queue")) == 0
         assert second.timeline.events() == []
+
+
+def test_stopping_one_embedded_worker_keeps_the_countdown_tasks_of_another() -> None:
+    """Celery 5.7's Consumer.on_close cancels every ETA entry in the process-wide
+    ``scheduled_requests``: stopping one embedded worker cancelled another's countdown task."""
+    with Harness(default_config()) as one, Harness(default_config()) as other:
+        later = one.app.tasks[add.name].apply_async((1, 2), countdown=0.5)
+        assert one.timeline.wait_for(lambda e: e.task_id == later.id and e.kind == "received", timeout=5)
+        other.stop_workers([other.main_worker])  # while ``one`` holds the countdown task
+        extra = one.start_worker(["default"], name="extra")
+        one.stop_workers([extra])  # and a worker of the same run, as a scenario's worker stops
+        assert later.get(timeout=5) == 3

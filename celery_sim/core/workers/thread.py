@@ -16,6 +16,8 @@ from celery import Celery
 from celery.concurrency import thread as thread_pool
 from celery.utils import timer2
 from celery.worker import WorkController
+from celery.worker import state as worker_state
+from celery.worker.consumer import Consumer
 
 from celery_sim.core.workers import joinblock
 from celery_sim.core.workers.probe import probe_control
@@ -141,6 +143,37 @@ class ThreadPool(thread_pool.TaskPool):
         return found
 
 
+class EmbeddedConsumer(Consumer):
+    """Celery's consumer, whose close forgets only its own worker's requests.
+
+    Celery keeps a worker's requests in module-level sets (``celery.worker.state``): one per
+    process, as there is one worker per process. Its ``Consumer.on_close`` cancels the timer
+    entry of every request in ``scheduled_requests`` and empties ``reserved_requests``: with two
+    embedded workers in one process, stopping one cancelled the other's countdown and ETA tasks
+    (measured: a countdown=0.3 task of the main worker never ran once a scenario's worker
+    stopped). Here Celery's own close sees only this worker's requests; the others' stay.
+    """
+
+    def on_close(self) -> None:
+        mine = self.hostname
+
+        def others(items: Any) -> list[Any]:
+            return [r for r in list(items) if getattr(r, "hostname", None) != mine]
+
+        scheduled: Any = getattr(worker_state, "scheduled_requests")  # noqa: B009  # a WeakSet, not in the stubs
+        reserved: Any = worker_state.reserved_requests
+        theirs_scheduled, theirs_reserved = others(scheduled), others(reserved)
+        requests = {rid: r for rid, r in list(worker_state.requests.items()) if r.hostname != mine}
+        for request in theirs_scheduled:  # out of sight of Celery's close, which cancels them
+            scheduled.discard(request)
+        try:
+            super().on_close()
+        finally:
+            scheduled.update(theirs_scheduled)
+            reserved.update(theirs_reserved)
+            worker_state.requests.update(requests)
+
+
 class _Controller(WorkController):
     """WorkController that reports readiness (``worker_ready`` never fires when embedded)."""
 
@@ -228,6 +261,7 @@ class EmbeddedWorker:
             without_mingle=True,
             without_gossip=True,
             task_events=self._events == "on",
+            consumer_cls=EmbeddedConsumer,
             # kombu's event loop (Hub) is one per process: two embedded workers on an async
             # transport (Redis, AMQP) would share it, and stopping one closes it for both. Each
             # embedded worker therefore runs Celery's blocking consumer loop instead.

@@ -503,7 +503,7 @@ def matrix_command(
         config = default_config(broker=column.broker)
         reporter = LiveReporter(console)
         try:
-            return Runner(lambda: Harness(config), reporter, timeout=timeout).run(chosen)
+            return Runner(lambda: Harness(config), reporter, timeout=timeout, lanes=True).run(chosen)
         finally:
             reporter.close()
 
@@ -785,7 +785,10 @@ def _execute(
         runner = Runner(lambda: watching.watch(Harness(config)), reporter, timeout=timeout, run_timeout=run_timeout)
     else:
         reporter = LiveReporter(console)
-        runner = Runner(lambda: Harness(config), reporter, timeout=timeout, run_timeout=run_timeout)
+        # A second lane needs a second harness: not for external workers (they serve one run id)
+        # nor for the user's app (one harness per app at a time).
+        lanes = worker != "external" and app_path is None
+        runner = Runner(lambda: Harness(config), reporter, timeout=timeout, run_timeout=run_timeout, lanes=lanes)
     try:
         report = runner.run(scenarios)
     except KeyboardInterrupt:

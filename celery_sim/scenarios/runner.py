@@ -141,7 +141,10 @@ class Runner:
     """Runs scenarios one after another on one harness, rebuilt if a scenario leaves it unusable.
 
     ``timeout`` overrides every scenario's own deadline; ``run_timeout`` bounds the whole run
-    (scenarios not started by then are reported as skipped).
+    (scenarios not started by then are reported as skipped). With ``lanes``, the scenarios
+    declared ``concurrent`` (long waits on something of their own, such as a private broker being
+    restarted, with loose timing checks) run in a second lane beside the others, on a harness of
+    their own; the report lists every result in the order given.
     """
 
     def __init__(
@@ -152,13 +155,18 @@ class Runner:
         timeout: float | None = None,
         default_timeout: float = 10.0,
         run_timeout: float | None = None,
+        lanes: bool = False,
     ) -> None:
         self._make_harness = make_harness
         self._observer = observer
         self._timeout = timeout
         self._default_timeout = default_timeout
         self._run_timeout = run_timeout
+        self._lanes = lanes
         self._harness: Harness | None = None
+        #: Set when the run is interrupted: a second lane stops at its next scenario.
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
 
     def run(self, scenarios: Sequence[Scenario]) -> RunReport:
         started = monotonic()
@@ -169,8 +177,58 @@ class Runner:
         )
         if self._observer:
             self._observer.run_started(scenarios, report)
+        beside = [s for s in scenarios if s.concurrent] if self._lanes and len(scenarios) > 1 else []
+        lane: threading.Thread | None = None
+        if beside:
+            lane = threading.Thread(target=self._second_lane, args=(beside, report, run_deadline), name="csim-lane")
+            lane.start()
+        try:
+            self._lane(harness, [s for s in scenarios if s not in beside], report, run_deadline)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            if report.interrupted:
+                self._stopping.set()
+            if lane is not None:
+                self._join(lane, beside, report)
+            order = {s.name: i for i, s in enumerate(scenarios)}
+            report.results.sort(key=lambda r: order.get(r.name, len(order)))
+            report.duration_s = monotonic() - started
+        return report
+
+    def _join(self, lane: threading.Thread, beside: Sequence[Scenario], report: RunReport) -> None:
+        """Wait for the second lane (bounded by its scenarios' deadlines), stopping it on Ctrl-C."""
+        bound = sum(self._timeout or s.timeout or self._default_timeout for s in beside) + 30.0
+        deadline = monotonic() + bound
+        while lane.is_alive() and monotonic() < deadline:
+            try:
+                lane.join(0.2)
+            except KeyboardInterrupt:
+                report.interrupted = True
+                self._stopping.set()
+
+    def _second_lane(self, scenarios: Sequence[Scenario], report: RunReport, run_deadline: float | None) -> None:
+        try:
+            self._lane(None, scenarios, report, run_deadline)
+        except KeyboardInterrupt:  # the run was interrupted: what ran is reported
+            pass
+        except Exception as exc:  # a harness that could not even be built: its scenarios error
+            log.warning("the second lane stopped: %r", exc)
+            for item in scenarios:
+                if not any(r.name == item.name for r in report.results):
+                    self._finish(report, ScenarioResult(item.name, item.summary, Status.ERROR, 0.0, diagnosis=str(exc)))
+
+    def _lane(
+        self, harness: Harness | None, scenarios: Sequence[Scenario], report: RunReport, run_deadline: float | None
+    ) -> None:
+        """Run ``scenarios`` one after another on ``harness`` (or a new one), then stop it."""
+        harness = harness or self._make_harness()
         try:
             for index, item in enumerate(scenarios):
+                if self._stopping.is_set():
+                    with self._lock:
+                        report.not_run += [s.name for s in scenarios[index:]]
+                    break
                 kinds = [harness.broker.name, *([harness.backend_kind] if harness.backend_kind else [])]
                 declared = next(((k, item.skip_on[k]) for k in kinds if k in item.skip_on), None)
                 if declared:
@@ -199,20 +257,19 @@ class Runner:
                 try:
                     result, usable = self._run_one(harness, item)
                 except KeyboardInterrupt:
-                    report.interrupted = True
-                    report.not_run = [s.name for s in scenarios[index:]]
-                    break
+                    with self._lock:
+                        report.not_run += [s.name for s in scenarios[index:]]
+                    raise
                 self._finish(report, result)
                 if not usable:
                     self._stop(harness)
                     harness = self._make_harness()
         finally:
             self._stop(harness)
-            report.duration_s = monotonic() - started
-        return report
 
     def _finish(self, report: RunReport, result: ScenarioResult) -> None:
-        report.results.append(result)
+        with self._lock:
+            report.results.append(result)
         if self._observer:
             self._observer.scenario_finished(result)
 
@@ -250,7 +307,12 @@ class Runner:
         usable = True
         try:
             attempt.thread.start()
-            finished = attempt.done.wait(limit + REPORT_MARGIN_S)
+            until = started + limit + REPORT_MARGIN_S
+            finished = attempt.done.wait(max(0.0, min(0.2, until - monotonic())))
+            while not finished and monotonic() < until:
+                if self._stopping.is_set():  # the run was interrupted (this is the second lane)
+                    raise KeyboardInterrupt
+                finished = attempt.done.wait(max(0.0, min(0.2, until - monotonic())))
         except KeyboardInterrupt:  # may arrive at any point once the scenario runs
             self._cancel(attempt)
             raise

@@ -433,6 +433,8 @@ class Scenario:
     skip_on: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: broker name -> what real Celery does differently there; the scenario runs and checks that.
     differs_on: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: It may run beside the others, on a harness of its own (see :class:`~celery_sim.scenarios.runner.Runner`).
+    concurrent: bool = False
 
     @property
     def family(self) -> str:
@@ -490,16 +492,19 @@ def scenario(
     timeout: float | None = None,
     skip_on: Mapping[str, str] | None = None,
     differs_on: Mapping[str, str] | None = None,
+    concurrent: bool = False,
 ) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register the decorated function as scenario ``name`` in the catalog.
 
     ``skip_on`` declares brokers where the scenario is not run, each with the reason shown.
     ``differs_on`` declares brokers where Celery behaves differently, each with what differs; the
     scenario runs there and checks that behaviour (branching on :attr:`Context.broker`).
+    ``concurrent``: it waits long on something of its own (a private broker, a process) and its
+    timing checks are loose, so a run may start it beside the others, on a harness of its own.
     """
 
     def register(fn: ScenarioFn) -> ScenarioFn:
-        REGISTRY.add(Scenario(name, summary, fn, timeout, dict(skip_on or {}), dict(differs_on or {})))
+        REGISTRY.add(Scenario(name, summary, fn, timeout, dict(skip_on or {}), dict(differs_on or {}), concurrent))
         return fn
 
     return register

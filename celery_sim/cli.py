@@ -635,7 +635,7 @@ def clean_command(
 @click.option(
     "--setups",
     metavar="NAMES",
-    help="Comma-separated set-ups (default: all): memory, fakeredis, redis, amqp, celery-test-worker, "
+    help="Comma-separated set-ups (default: all): memory, fakeredis, redis, amqp, redis-prefork, amqp-prefork, celery-test-worker, "
     "celery-test-worker-tuned, dramatiq-stub.",
 )
 @click.option(
@@ -650,7 +650,16 @@ def clean_command(
 @click.option(
     "--json", "json_path", callback=_json_path, metavar="PATH", help="Also write the figures as JSON to PATH."
 )
-def bench_command(quick: bool, setups: str | None, cap: float, json_path: Path | None) -> None:
+@click.option(
+    "--scale", is_flag=True,
+    help="Instead: tasks/s with 1, 2 and 4 `celery worker` processes on one queue, on the real Redis and RabbitMQ.",
+)  # fmt: skip
+@click.option(
+    "--scale-n", type=int, default=1000, show_default=True, metavar="N", help="Tasks per --scale measure."
+)  # fmt: skip
+def bench_command(
+    quick: bool, setups: str | None, cap: float, json_path: Path | None, scale: bool, scale_n: int
+) -> None:
     """Measure round trips through each set-up side by side, each in its own process.
 
     Ready, p50/p99 of one delay().get(), µs per task with N sent at once (N = 100, 1,000, 10,000),
@@ -660,8 +669,30 @@ def bench_command(quick: bool, setups: str | None, cap: float, json_path: Path |
     from rich.console import Console
     from rich.markup import escape
 
-    from celery_sim.reports.console import render_bench, write_json
+    from celery_sim.reports.console import render_bench, render_scale, write_json
     from celery_sim.tools.bench import SETUPS, BenchReport, run_bench
+
+    if scale:
+        from celery_sim.core.brokers import DEFAULT_REDIS_URL
+        from celery_sim.scenarios.matrix import DEFAULT_AMQP_URL
+        from celery_sim.tools.scale import run_scale
+
+        if scale_n < 1:
+            _fail_usage(f"--scale-n {scale_n}: give a number of tasks of at least 1, e.g. --scale-n 1000")
+        _setup_logging(0)
+        console = Console(highlight=False)
+        console.print(f"[bold]celery_sim bench --scale[/]: N = {scale_n:,} tasks per measure, 1, 2 and 4 workers")
+        report = run_scale(
+            [("redis", DEFAULT_REDIS_URL), ("amqp", DEFAULT_AMQP_URL)],
+            [1, 2, 4],
+            scale_n,
+            lambda p: console.print(f"  {p.broker} x{p.workers}: " + ("done" if p.error is None else escape(p.error))),
+        )
+        render_scale(console, report)
+        if json_path is not None:
+            write_json(json_path, report)
+            console.print(f"JSON written to {json_path}")
+        return
 
     chosen = [name.strip() for name in setups.split(",")] if setups else list(SETUPS)
     unknown = [name for name in chosen if name not in SETUPS]

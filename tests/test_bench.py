@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FIGURES = {
     "ready_s",
     "p50_ms",
@@ -71,3 +73,27 @@ def test_an_unknown_set_up_is_a_usage_error() -> None:
     )
     assert completed.returncode == 2
     assert "unknown set-up(s) 'memroy'; choose from: memory," in completed.stderr
+
+
+@pytest.mark.real_broker
+@pytest.mark.timeout(300)
+def test_bench_scale_measures_1_2_and_4_worker_processes_on_each_real_broker(tmp_path: Path) -> None:
+    from tests.test_real_brokers import REAL_BROKERS, need
+
+    for url in REAL_BROKERS:
+        need(url)
+    out = tmp_path / "scale.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "celery_sim", "bench", "--scale", "--scale-n", "30", "--json", str(out)],
+        capture_output=True, text=True, timeout=280, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    data = json.loads(out.read_text())
+    assert data["n"] == 30 and data["slots_per_worker"] == 2
+    points = [(p["broker"], p["workers"]) for p in data["points"]]
+    assert points == [("redis", 1), ("redis", 2), ("redis", 4), ("amqp", 1), ("amqp", 2), ("amqp", 4)]
+    for point in data["points"]:
+        assert point["error"] is None, point  # every result was right, every task done
+        assert point["with_results_per_s"] and point["without_results_per_s"], point
+        assert 1 <= point["workers_used"] <= point["workers"], point
+    assert "Scale-out" in completed.stdout

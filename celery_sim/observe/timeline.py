@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Literal
 
-__all__ = ["ATTEMPT_END_KINDS", "FAILED_END_KINDS", "KINDS", "TASK_END_KINDS", "Event", "EventKind", "Timeline"]
+__all__ = [
+    "ATTEMPT_END_KINDS",
+    "FAILED_END_KINDS",
+    "KINDS",
+    "MAX_EVENTS",
+    "TASK_END_KINDS",
+    "Event",
+    "EventKind",
+    "Timeline",
+]
 
 EventKind = Literal[
     "published", "received", "started", "progress", "retried", "succeeded", "failed", "revoked", "unknown", "rejected"
@@ -46,13 +56,29 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Timeline:
-    """A thread-safe, append-only list of :class:`Event`, with waiting and live subscribers."""
+#: Events a timeline keeps at most (about 20,000 tasks): beyond it, the oldest events of tasks
+#: that have ended are let go, so a long run's memory stays bounded.
+MAX_EVENTS = 100_000
 
-    def __init__(self, clock: Callable[[], float] = monotonic) -> None:
+
+class Timeline:
+    """A thread-safe list of :class:`Event` in recording order, with waiting and live subscribers.
+
+    Bounded: past ``max_events``, the oldest quarter's events of tasks that have ended are
+    dropped (counted in :attr:`dropped`); events of unfinished tasks always stay. Positions from
+    :meth:`mark` are sequence numbers, so they stay exact across a drop.
+    """
+
+    def __init__(self, clock: Callable[[], float] = monotonic, *, max_events: int = MAX_EVENTS) -> None:
         self._clock = clock
         self._t0 = clock()
         self._events: list[Event] = []
+        #: The sequence number of each event in ``_events`` (increasing; gaps where events were dropped).
+        self._seq: list[int] = []
+        self._next = 0
+        self.max_events = max_events
+        #: How many events were let go to keep within ``max_events``.
+        self.dropped = 0
         self._cond = threading.Condition()
         self._subscribers: list[Callable[[Event], None]] = []
 
@@ -71,21 +97,38 @@ class Timeline:
         event = Event(kind, task_id, name, self.now() - ago, hostname, threading.current_thread().name, data)
         with self._cond:
             self._events.append(event)
+            self._seq.append(self._next)
+            self._next += 1
+            if len(self._events) > self.max_events:
+                self._compact()
             subscribers = list(self._subscribers)
             self._cond.notify_all()
         for subscriber in subscribers:
             subscriber(event)
         return event
 
+    def _compact(self) -> None:
+        """Drop the events of ended tasks from the oldest quarter (called with the lock held)."""
+        last: dict[str, str] = {}
+        for event in self._events:
+            if event.kind == "published" or event.kind in TASK_END_KINDS:
+                last[event.task_id] = event.kind
+        ended = {task_id for task_id, kind in last.items() if kind in TASK_END_KINDS}
+        quarter = max(1, len(self._events) // 4)
+        keep = [i for i in range(quarter) if self._events[i].task_id not in ended]
+        self.dropped += quarter - len(keep)
+        self._events = [self._events[i] for i in keep] + self._events[quarter:]
+        self._seq = [self._seq[i] for i in keep] + self._seq[quarter:]
+
     def mark(self) -> int:
         """A position: pass it as ``since`` to see only what happens after now."""
         with self._cond:
-            return len(self._events)
+            return self._next
 
     def events(self, task_id: str | None = None, kinds: Iterable[str] | None = None, since: int = 0) -> list[Event]:
         wanted = None if kinds is None else frozenset(kinds)
         with self._cond:
-            selected = self._events[since:]
+            selected = self._events[bisect_left(self._seq, since) :]
         # In the order they happened: a worker process's events arrive out of order (its pool
         # processes send over their own connections; Celery buffers the parent's task events).
         return sorted(
@@ -158,10 +201,10 @@ class Timeline:
         position = since
         with self._cond:
             while True:
-                for event in self._events[position:]:
+                for event in self._events[bisect_left(self._seq, position) :]:
                     if predicate(event):
                         return event
-                position = len(self._events)
+                position = self._next
                 remaining = deadline - monotonic()
                 if remaining <= 0:
                     return None

@@ -32,6 +32,7 @@ __all__ = [
     "render_bench",
     "render_matrix",
     "render_report",
+    "render_scale",
     "render_timeline",
     "run_header",
     "write_json",
@@ -338,10 +339,39 @@ def _figure(value: float | None, fmt: str) -> str:
 #: Short column names for the bench's set-ups (the legend is printed under the table).
 _SHORT = {
     "fakeredis": "fakered.",
+    "redis-prefork": "redis-pf",
+    "amqp-prefork": "amqp-pf",
     "celery-test-worker": "ctw",
     "celery-test-worker-tuned": "ctw-tun.",
     "dramatiq-stub": "dramatiq",
 }
+
+
+def render_scale(console: Console, report: Any) -> None:
+    """``bench --scale``: tasks/s per broker and count of worker processes, with the gain over one."""
+    table = Table(title=f"Scale-out: N = {report.n:,} tasks, prefork workers of 2 slots each on one queue")
+    for column in ("broker", "workers", "used", "with results /s", "gain", "without results /s", "gain"):
+        table.add_column(column, justify="left" if column == "broker" else "right")
+    first: dict[str, Any] = {}
+    for point in report.points:
+        if point.workers == 0:
+            continue
+        base = first.setdefault(point.broker, point)
+
+        def gain(value: float | None, one: float | None) -> str:
+            return f"x{value / one:.2f}" if value and one else "-"
+
+        table.add_row(
+            point.broker, str(point.workers), str(point.workers_used or "-"),
+            f"{point.with_results_per_s:,.0f}" if point.with_results_per_s else "-",
+            gain(point.with_results_per_s, base.with_results_per_s),
+            f"{point.without_results_per_s:,.0f}" if point.without_results_per_s else "-",
+            gain(point.without_results_per_s, base.without_results_per_s),
+        )  # fmt: skip
+    console.print(table)
+    for point in report.points:
+        if point.error:
+            console.print(f"  {point.broker} x{point.workers}: {escape(mask_url(point.error))}")
 
 
 def render_bench(console: Console, found: Sequence[Any], sizes: Sequence[int]) -> None:

@@ -62,12 +62,12 @@ def _rss_mib() -> float:
 
 
 @contextmanager
-def _harness(broker: str) -> Iterator[Sender]:
+def _harness(broker: str, worker: str = "thread") -> Iterator[Sender]:
     from celery_sim.core.harness import Harness
     from celery_sim.scenarios.catalog import default_config, load_catalog
 
     load_catalog()
-    with Harness(default_config(broker=broker, concurrency=2)) as h:
+    with Harness(default_config(broker=broker, concurrency=2, worker=worker)) as h:
         add = h.app.tasks["demos.calling.add"]
         yield lambda i: add.delay(i, i)
 
@@ -142,6 +142,14 @@ SETUPS: dict[str, tuple[str, Callable[[], Any]]] = {
         "celery_sim: real RabbitMQ 127.0.0.1:5672, thread worker",
         lambda: _harness("amqp://guest:guest@127.0.0.1:5672//"),
     ),
+    "redis-prefork": (
+        "celery_sim: real Redis, a `celery worker -P prefork` process (2 slots)",
+        lambda: _harness("redis://127.0.0.1:6379/0", "process"),
+    ),
+    "amqp-prefork": (
+        "celery_sim: real RabbitMQ, a `celery worker -P prefork` process (2 slots)",
+        lambda: _harness("amqp://guest:guest@127.0.0.1:5672//", "process"),
+    ),
     "celery-test-worker": (
         "Celery's start_worker, defaults (memory://, 1 s polling)",
         lambda: _celery_test_worker(False),
@@ -209,11 +217,11 @@ def _available(setup: str) -> str | None:
             import dramatiq  # noqa: F401
         except ImportError:
             return "dramatiq is not installed (pip install dramatiq to include it)"
-    if setup in ("redis", "amqp"):
+    if setup in ("redis", "amqp", "redis-prefork", "amqp-prefork"):
         from celery_sim.core.brokers import resolve_broker
         from celery_sim.errors import BrokerError
 
-        url = "redis://127.0.0.1:6379/0" if setup == "redis" else "amqp://guest:guest@127.0.0.1:5672//"
+        url = "redis://127.0.0.1:6379/0" if setup.startswith("redis") else "amqp://guest:guest@127.0.0.1:5672//"
         try:
             resolve_broker(url).preflight(timeout=2)
         except BrokerError as exc:

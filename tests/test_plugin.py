@@ -143,4 +143,8 @@ def test_the_example_projects_tests_pass_on_a_real_broker_and_leave_nothing(url:
     run = pytest_in(ROOT, "demos/shop/tests", f"--csim-broker={url}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "6 passed" in run.stdout
-    assert state() == before
+    after = state()
+    assert sorted(after - before) == []  # nothing new
+    # Nothing of anyone else's removed, but for overdue binding deadlines kombu's own sweep
+    # deletes (any consumer of an expiring queue sweeps every overdue one on the server).
+    assert sorted(item for item in before - after if not item.startswith("deadline ")) == []

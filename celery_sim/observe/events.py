@@ -12,14 +12,13 @@ import ast
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from celery.events.receiver import EventReceiver
 
 from celery_sim.core.installed import missing_module
 from celery_sim.errors import HarnessError
+from celery_sim.observe.stream import ReadyReceiver
 from celery_sim.observe.timeline import EventKind, Timeline
 
 __all__ = ["EventRecorder"]
@@ -54,15 +53,6 @@ def _exception_name(text: Any) -> str | None:
     return str(text).split("(", 1)[0] or None if text else None
 
 
-class _Receiver(EventReceiver):
-    def __init__(self, *args: Any, on_ready: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_ready = on_ready
-
-    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, wakeup: bool = True, **kw: Any) -> None:
-        self._on_ready()
-
-
 class EventRecorder:
     """A thread consuming the run's event exchange into ``timeline``; bounded start and stop."""
 
@@ -75,7 +65,7 @@ class EventRecorder:
         #: Set when the receiver is consuming, or when it gave up before it could.
         self._settled = threading.Event()
         self._stopping = threading.Event()
-        self._receiver: _Receiver | None = None
+        self._receiver: ReadyReceiver | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -104,7 +94,7 @@ class EventRecorder:
                     # One attempt: kombu's own retries wait 2 s and more, and events sent before
                     # the receiver is bound again are lost (an event queue is not durable).
                     conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, interval_max=1)
-                    self._receiver = _Receiver(
+                    self._receiver = ReadyReceiver(
                         conn, handlers={"*": self._on_event}, app=self.app, on_ready=self._consuming
                     )
                     if self._stopping.is_set():

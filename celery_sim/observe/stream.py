@@ -21,14 +21,17 @@ from celery.events.state import State
 
 from celery_sim.errors import HarnessError
 
-__all__ = ["EventStream"]
+__all__ = ["EventStream", "ReadyReceiver"]
 
 #: Events kept for :meth:`EventStream.events` (Celery's State keeps its own, also bounded).
 MAX_EVENTS = 10_000
 
 
-class _Receiver(EventReceiver):
-    def __init__(self, *args: Any, on_ready: Callable[[], None], poll_s: float, **kwargs: Any) -> None:
+class ReadyReceiver(EventReceiver):
+    """Celery's event receiver, calling ``on_ready`` once it consumes and looking at
+    ``should_stop`` every ``poll_s`` seconds (kombu's default: 1 s)."""
+
+    def __init__(self, *args: Any, on_ready: Callable[[], None], poll_s: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_ready = on_ready
         self._poll_s = poll_s
@@ -53,7 +56,7 @@ class EventStream:
         self._lock = threading.RLock()
         self._ready = threading.Event()
         self._changed = threading.Condition(self._lock)
-        self._receiver: _Receiver | None = None
+        self._receiver: ReadyReceiver | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -76,7 +79,7 @@ class EventStream:
     def _run(self) -> None:
         try:
             with self.app.connection_for_read() as conn:
-                self._receiver = _Receiver(
+                self._receiver = ReadyReceiver(
                     conn, handlers={"*": self._on_event}, app=self.app, on_ready=self._ready.set, poll_s=self.poll_s
                 )
                 self._receiver.capture(limit=None, timeout=None, wakeup=False)

@@ -28,6 +28,7 @@ from celery.exceptions import NotRegistered, TaskRevokedError
 from kombu.utils.url import sanitize_url
 
 from celery_sim.core.admin import message_count
+from celery_sim.core.workers.probe import ask, by_host
 
 __all__ = ["KINDS", "Finding", "examine"]
 
@@ -90,8 +91,7 @@ def examine(
     that answered ``ping``.
     """
     control = _json_control(app)
-    pings = control.ping(timeout=reply_timeout, limit=workers) or []
-    hosts = sorted(host for reply in pings for host in reply)
+    hosts = sorted(by_host(control.ping(timeout=reply_timeout, limit=workers)))
     if not hosts:
         return Finding(
             False,
@@ -133,10 +133,7 @@ class _Ask:
 
     def __call__(self, command: str, **arguments: Any) -> dict[str, Any]:
         """``{node name: reply}`` of the workers that answered ``command``."""
-        replies = self.control.broadcast(
-            command, arguments=arguments, reply=True, timeout=self.timeout, limit=self.limit
-        )
-        return {host: reply for item in replies or [] for host, reply in item.items()}
+        return ask(self.control, command, timeout=self.timeout, limit=self.limit, **arguments)
 
 
 class _Exam:

@@ -25,7 +25,7 @@ from celery.backends.base import DisabledBackend
 from celery.states import READY_STATES
 
 from celery_sim.core.admin import message_count
-from celery_sim.core.workers.probe import probe_control
+from celery_sim.core.workers.probe import ask, probe_control
 
 if TYPE_CHECKING:
     from celery_sim.core.harness import Harness
@@ -180,8 +180,7 @@ class DeploymentMonitor:
         self.control = probe_control(app)
 
     def _ask(self, command: str, limit: int | None) -> dict[str, Any]:
-        replies = self.control.broadcast(command, reply=True, timeout=self.reply_timeout, limit=limit)
-        return {host: reply for item in replies or [] for host, reply in item.items()}
+        return ask(self.control, command, timeout=self.reply_timeout, limit=limit)
 
     def snapshot(self) -> Snapshot:
         pings = self._ask("ping", None)

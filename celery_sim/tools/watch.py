@@ -14,7 +14,7 @@ from celery import Celery
 from rich.console import Console
 
 from celery_sim.core.adopt import routed_queues
-from celery_sim.core.workers.probe import probe_control
+from celery_sim.core.workers.probe import by_host, probe_control
 from celery_sim.observe.stream import EventStream
 from celery_sim.reports.live_monitor import LiveMonitorView
 from celery_sim.reports.monitor_view import render_snapshot
@@ -74,9 +74,7 @@ def watch_deployment(app: Celery, *, once: bool, interval: float, duration: floa
     with EventStream(app) as stream:
         try:
             if enable_events:
-                replies = {
-                    h: r for item in control.enable_events(reply=True, timeout=1.0) or [] for h, r in item.items()
-                }
+                replies = by_host(control.enable_events(reply=True, timeout=1.0))
                 enabled = sorted(h for h, r in replies.items() if r.get("ok") == "task events enabled")
                 already = sorted(h for h, r in replies.items() if r.get("ok") == "task events already enabled")
                 unable = sorted(h for h, r in replies.items() if "error" in r)

@@ -15,7 +15,7 @@ from typing import Any
 from celery.app.control import Control
 from celery.result import AsyncResult
 
-from celery_sim.core.workers.probe import probe_control
+from celery_sim.core.workers.probe import by_host, probe_control
 from celery_sim.observe.stream import EventStream
 from celery_sim.scenarios.scenario import Context, scenario
 from demos.calling.tasks import add
@@ -56,10 +56,6 @@ def _answers(ctx: Context, control: Control, host: str) -> None:
     commands checked here start once one ping has come back.
     """
     ctx.eventually(lambda: control.ping(destination=[host], timeout=0.25), bool, timeout=5.0)
-
-
-def _replies(replies: list[dict[str, Any]] | None) -> dict[str, Any]:
-    return {host: reply for item in replies or [] for host, reply in item.items()}
 
 
 @scenario(
@@ -133,7 +129,7 @@ def _switch(ctx: Context, stream: EventStream, host: str, queue: str) -> None:
     control = ctx.app.control
     # A worker started with -E sends every group of events: disable_events finds no 'task' group
     # to remove and its events keep coming (Celery 5.7, celery/worker/control.py).
-    off = _replies(control.disable_events(destination=[host], reply=True, timeout=REPLY_S))
+    off = by_host(control.disable_events(destination=[host], reply=True, timeout=REPLY_S))
     ctx.check("-E worker: disable_events replies", {host: {"ok": "task events already disabled"}}, off)
     still = add.apply_async((3, 3), queue=queue)
     ctx.wait(still)
@@ -148,12 +144,12 @@ def _switch(ctx: Context, stream: EventStream, host: str, queue: str) -> None:
     queue = ctx.queue("plain")
     before = add.apply_async((5, 5), queue=queue)
     ctx.wait(before)
-    on = _replies(control.enable_events(destination=[plain], reply=True, timeout=REPLY_S))
+    on = by_host(control.enable_events(destination=[plain], reply=True, timeout=REPLY_S))
     ctx.check("plain worker: enable_events replies", {plain: {"ok": "task events enabled"}}, on)
     during = add.apply_async((6, 6), queue=queue)
     ctx.wait(during)
     stream.wait_for(lambda s: _worker_types(s, during.id) == EXPECTED["succeeds"][0], timeout=min(5.0, ctx.remaining()))
-    off = _replies(control.disable_events(destination=[plain], reply=True, timeout=REPLY_S))
+    off = by_host(control.disable_events(destination=[plain], reply=True, timeout=REPLY_S))
     ctx.check("plain worker: disable_events replies", {plain: {"ok": "task events disabled"}}, off)
     after = add.apply_async((7, 7), queue=queue)
     ctx.wait(after)
@@ -179,7 +175,7 @@ def _switch(ctx: Context, stream: EventStream, host: str, queue: str) -> None:
 def inspect_control(ctx: Context) -> None:
     control = ctx.app.control
     hosts = ctx.harness.hostnames
-    pongs = _replies(control.ping(timeout=REPLY_S, limit=len(hosts)))
+    pongs = by_host(control.ping(timeout=REPLY_S, limit=len(hosts)))
     ctx.check("ping: every worker of the run answers", {h: {"ok": "pong"} for h in hosts}, pongs)
     worker = ctx.start_worker(["control"], name="control", concurrency=1)
     host = worker.hostname
@@ -212,7 +208,7 @@ def _consumed(ctx: Context, control: Control, host: str) -> list[str]:
 def _queues(ctx: Context, control: Control, host: str) -> None:
     ctx.check("active_queues", ["control"], _consumed(ctx, control, host))
     extra = ctx.queue("control_extra")
-    added = _replies(control.add_consumer(extra, destination=[host], reply=True, timeout=REPLY_S))
+    added = by_host(control.add_consumer(extra, destination=[host], reply=True, timeout=REPLY_S))
     if not ctx.check("add_consumer: acknowledged", True, "ok" in added.get(host, {})):
         return  # what follows depends on it
     # Celery replies at once and adds the consumer on its loop's next turn (call_soon): wait for it.
@@ -225,7 +221,7 @@ def _queues(ctx: Context, control: Control, host: str) -> None:
     taken = add.apply_async((2, 2), queue=extra)
     ctx.wait(taken)
     ctx.check("add_consumer: a task sent to the added queue runs there", host, ctx.ran_on(taken.id))
-    cancelled = _replies(control.cancel_consumer(extra, destination=[host], reply=True, timeout=REPLY_S))
+    cancelled = by_host(control.cancel_consumer(extra, destination=[host], reply=True, timeout=REPLY_S))
     ctx.check("cancel_consumer: acknowledged", True, "ok" in cancelled.get(host, {}))
     ctx.check(
         "cancel_consumer: active_queues, soon after",
@@ -272,7 +268,7 @@ def _in_worker(ctx: Context, control: Control, host: str) -> None:
 
 def _rate_limit(ctx: Context, control: Control, host: str) -> None:
     queue = ctx.queue("control")
-    changed = _replies(control.rate_limit(limited.name, "20/s", destination=[host], reply=True, timeout=REPLY_S))
+    changed = by_host(control.rate_limit(limited.name, "20/s", destination=[host], reply=True, timeout=REPLY_S))
     try:
         ctx.check("rate_limit: acknowledged", {"ok": "new rate limit set successfully"}, changed.get(host))
         results = [limited.apply_async((n,), queue=queue) for n in range(4)]

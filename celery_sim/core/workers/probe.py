@@ -8,12 +8,25 @@ of its own keeps the app's ``app.control`` (the one users call) clear of that.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from celery.app.control import Control
 
-__all__ = ["probe_control"]
+__all__ = ["ask", "by_host", "probe_control"]
 
 
 def probe_control(app: Celery) -> Control:
     """A :class:`~celery.app.control.Control` of ``app`` with its own mailbox and reply queue."""
     return Control(app)
+
+
+def by_host(replies: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Celery's broadcast replies (``[{node: reply}, ...]``) as one ``{node: reply}``."""
+    return {host: reply for item in replies or [] for host, reply in item.items()}
+
+
+def ask(control: Control, command: str, *, timeout: float, limit: int | None, **arguments: Any) -> dict[str, Any]:
+    """``{node: reply}`` of the workers that answered ``command`` (an ``inspect`` or ``control``
+    command), returning once ``limit`` have, or after ``timeout``."""
+    return by_host(control.broadcast(command, arguments=arguments, reply=True, timeout=timeout, limit=limit))

@@ -673,8 +673,7 @@ def bench_command(
     from celery_sim.tools.bench import SETUPS, BenchReport, run_bench
 
     if scale:
-        from celery_sim.core.brokers import DEFAULT_REDIS_URL
-        from celery_sim.scenarios.matrix import DEFAULT_AMQP_URL
+        from celery_sim.core.brokers import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
         from celery_sim.tools.scale import run_scale
 
         if scale_n < 1:

@@ -15,6 +15,7 @@ from celery_sim.errors import BrokerError
 __all__ = [
     "BACKEND_SCHEMES",
     "BROKERS",
+    "DEFAULT_AMQP_URL",
     "DEFAULT_REDIS_URL",
     "URL_SCHEMES",
     "Broker",
@@ -29,6 +30,8 @@ __all__ = [
 URL_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 #: The Redis of this machine (the matrix includes it; RabbitMQ runs keep results there by default).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The RabbitMQ of this machine (the matrix and the bench include it).
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 #: URL schemes accepted as a result backend with a real broker (db+ takes any SQLAlchemy URL).
 BACKEND_SCHEMES = ("redis", "rediss", "rpc", "db+")
 

@@ -12,14 +12,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from celery_sim.core.brokers import DEFAULT_REDIS_URL, mask_url, resolve_broker
+from celery_sim.core.brokers import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL, mask_url, resolve_broker
 from celery_sim.errors import BrokerError
 from celery_sim.scenarios.runner import RunReport
 from celery_sim.scenarios.scenario import Scenario, ScenarioResult, Status
 
 __all__ = ["DEFAULT_AMQP_URL", "DEFAULT_REDIS_URL", "Column", "Matrix", "matrix_brokers"]
-
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 @dataclass(frozen=True)

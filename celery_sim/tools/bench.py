@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from time import monotonic
 from typing import Any
 
+from celery_sim.core.brokers import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
+
 __all__ = ["SETUPS", "BenchReport", "Figures", "measure", "run_bench"]
 
 #: How long the bench lets a set-up idle to measure its CPU use (reported per 2 s).
@@ -137,18 +139,18 @@ def _dramatiq() -> Iterator[Sender]:
 SETUPS: dict[str, tuple[str, Callable[[], Any]]] = {
     "memory": ("celery_sim default: embedded memory broker, thread worker", lambda: _harness("memory")),
     "fakeredis": ("celery_sim: embedded fakeredis broker", lambda: _harness("fakeredis")),
-    "redis": ("celery_sim: real Redis 127.0.0.1:6379, thread worker", lambda: _harness("redis://127.0.0.1:6379/0")),
+    "redis": ("celery_sim: real Redis 127.0.0.1:6379, thread worker", lambda: _harness(DEFAULT_REDIS_URL)),
     "amqp": (
         "celery_sim: real RabbitMQ 127.0.0.1:5672, thread worker",
-        lambda: _harness("amqp://guest:guest@127.0.0.1:5672//"),
+        lambda: _harness(DEFAULT_AMQP_URL),
     ),
     "redis-prefork": (
         "celery_sim: real Redis, a `celery worker -P prefork` process (2 slots)",
-        lambda: _harness("redis://127.0.0.1:6379/0", "process"),
+        lambda: _harness(DEFAULT_REDIS_URL, "process"),
     ),
     "amqp-prefork": (
         "celery_sim: real RabbitMQ, a `celery worker -P prefork` process (2 slots)",
-        lambda: _harness("amqp://guest:guest@127.0.0.1:5672//", "process"),
+        lambda: _harness(DEFAULT_AMQP_URL, "process"),
     ),
     "celery-test-worker": (
         "Celery's start_worker, defaults (memory://, 1 s polling)",
@@ -221,7 +223,7 @@ def _available(setup: str) -> str | None:
         from celery_sim.core.brokers import resolve_broker
         from celery_sim.errors import BrokerError
 
-        url = "redis://127.0.0.1:6379/0" if setup.startswith("redis") else "amqp://guest:guest@127.0.0.1:5672//"
+        url = DEFAULT_REDIS_URL if setup.startswith("redis") else DEFAULT_AMQP_URL
         try:
             resolve_broker(url).preflight(timeout=2)
         except BrokerError as exc:

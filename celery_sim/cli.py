@@ -385,7 +385,7 @@ def _deployment_app(app_path: str | None, real_broker: str | None, result_backen
 @click.option("--once", is_flag=True, help="Print one snapshot and exit (for scripts and tests).")
 @click.option(
     "--interval", type=float, default=1.0, show_default=True, metavar="S",
-    help=f"Seconds between refreshes (at least {0.2:g}); with --once, how long to collect events first.",
+    help="Seconds between refreshes (at least 0.2); with --once, how long to collect events first.",
 )  # fmt: skip
 @click.option(
     "--enable-events", is_flag=True,
@@ -773,7 +773,6 @@ def _execute(
 
     from celery_sim.core.harness import Harness, HarnessConfig
     from celery_sim.reports.console import LiveReporter, render_report, render_timeline, write_json
-    from celery_sim.reports.live_monitor import MonitorReporter
     from celery_sim.scenarios.catalog import default_config, load_catalog, load_scenarios
     from celery_sim.scenarios.runner import Runner
 
@@ -808,8 +807,10 @@ def _execute(
     }
     config = HarnessConfig(app=app_path, **options) if app_path is not None else default_config(**options)
     console = Console(highlight=False)
-    reporter: LiveReporter | MonitorReporter
+    reporter: Any
     if monitor:
+        from celery_sim.reports.live_monitor import MonitorReporter
+
         watching = MonitorReporter(console)
         reporter = watching
         runner = Runner(lambda: watching.watch(Harness(config)), reporter, timeout=timeout, run_timeout=run_timeout)

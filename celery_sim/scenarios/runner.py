@@ -163,7 +163,6 @@ class Runner:
         self._default_timeout = default_timeout
         self._run_timeout = run_timeout
         self._lanes = lanes
-        self._harness: Harness | None = None
         #: Set when the run is interrupted: a second lane stops at its next scenario.
         self._stopping = threading.Event()
         self._lock = threading.Lock()

@@ -178,6 +178,9 @@ class DeploymentMonitor:
         self.reply_timeout = reply_timeout
         self.max_tasks = max_tasks
         self.control = probe_control(app)
+        with app.connection_for_read() as conn:
+            #: On Redis an empty queue does not exist: its length is 0, not "no such queue".
+            self._on_redis = conn.transport.driver_type == "redis"
 
     def _ask(self, command: str, limit: int | None) -> dict[str, Any]:
         return ask(self.control, command, timeout=self.reply_timeout, limit=limit)
@@ -203,12 +206,10 @@ class DeploymentMonitor:
             for host in sorted(pings)
         ]
         names = {q["name"] for qs in consumed.values() for q in qs or []} | set(self.queues() if self.queues else ())
-        with self.app.connection_for_read() as conn:
-            on_redis = conn.transport.driver_type == "redis"  # where an empty queue does not exist
         queues = [
             QueueRow(
                 name,
-                message_count(self.app, name) or (0 if on_redis else None),
+                message_count(self.app, name) or (0 if self._on_redis else None),
                 tuple(sorted(h for h, qs in consumed.items() if any(q["name"] == name for q in qs or []))),
             )
             for name in sorted(names)
@@ -225,11 +226,10 @@ class DeploymentMonitor:
         found: dict[str, TaskRow] = {}
         if self.stream is not None:
             for task_id, task in self.stream.state.tasks_by_time(limit=self.max_tasks):
-                started = task.started or None
-                end = task.succeeded or task.failed or task.revoked or (None if task.state not in READY_STATES else 0)
-                runtime = (
-                    task.runtime if task.runtime is not None else (time() - started if started and not end else None)
-                )
+                started = task.started
+                runtime = task.runtime
+                if runtime is None and started and task.state not in READY_STATES:
+                    runtime = time() - started  # still running
                 found[task_id] = TaskRow(
                     task_id,
                     task.name or "?",

@@ -79,7 +79,7 @@ class Timeline:
         self.max_events = max_events
         #: How many events were let go to keep within ``max_events``.
         self.dropped = 0
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())  # reentrant: _compact reads last_kinds()
         self._subscribers: list[Callable[[Event], None]] = []
 
     def now(self) -> float:
@@ -108,12 +108,9 @@ class Timeline:
         return event
 
     def _compact(self) -> None:
-        """Drop the events of ended tasks from the oldest quarter (called with the lock held)."""
-        last: dict[str, str] = {}
-        for event in self._events:
-            if event.kind == "published" or event.kind in TASK_END_KINDS:
-                last[event.task_id] = event.kind
-        ended = {task_id for task_id, kind in last.items() if kind in TASK_END_KINDS}
+        """Drop the events of ended tasks from the oldest quarter (called with the lock held,
+        which is reentrant)."""
+        ended = {task_id for task_id, kind in self.last_kinds().items() if kind in TASK_END_KINDS}
         quarter = max(1, len(self._events) // 4)
         keep = [i for i in range(quarter) if self._events[i].task_id not in ended]
         self.dropped += quarter - len(keep)

@@ -65,9 +65,6 @@ class HarnessConfig:
     #: Workers a scenario starts itself are processes in "process" mode, threads otherwise.
     worker: str = "thread"
     extra_conf: dict[str, Any] = field(default_factory=dict)
-    #: Embedded workers send task events too (``celery worker -E``), for a monitor; worker
-    #: processes always do.
-    worker_events: bool = False
 
 
 class Harness:

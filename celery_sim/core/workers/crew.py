@@ -62,7 +62,7 @@ class Crew:
             worker = EmbeddedWorker(
                 h.app, hostname=hostname, queues=run_queues, concurrency=concurrency,
                 wake=endpoints.wake if endpoints else None, loglevel=h.config.worker_loglevel,
-                events="on" if h.config.worker_events and events == "off" else events,
+                events=events,
             )  # fmt: skip
         self.workers.append(worker)
         worker.start(h.config.start_timeout)

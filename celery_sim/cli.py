@@ -306,6 +306,87 @@ def call_command(
     sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
 
 
+@cli.command("send")
+@click.argument("task", metavar="hello|health|psi|NAME")
+@click.option("--args", "args_json", metavar="JSON", help="Positional arguments, a JSON array: '[\"job-1\", {...}]'.")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments, a JSON object.")
+@click.option("--queue", metavar="NAME", help="Send to this queue instead of the task's route (secretflow_queue).")
+@click.option(
+    "--wait",
+    type=float,
+    callback=_positive,
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the task's end before printing the diagnosis.",
+)
+@click.option("--broker", default="memory", show_default=True, metavar="NAME|URL", help=BROKER_HELP)
+@click.option("--real-broker", metavar="URL", help="Send on a real broker (redis://..., amqp://...).")
+@click.option("--result-backend", metavar="URL", help="Result backend with a real broker (default: Redis).")
+@click.option(
+    "--external",
+    is_flag=True,
+    help="With --real-broker: send to the app's own queues, for your `celery -A demos.sending worker "
+    "-Q secretflow_queue,default,web_queue` (no embedded worker).",
+)
+@click.option("-v", "--verbose", count=True, help="Show Celery's log on stderr.")
+def send_command(
+    task: str,
+    args_json: str | None,
+    kwargs_json: str | None,
+    queue: str | None,
+    wait: float,
+    broker: str,
+    real_broker: str | None,
+    result_backend: str | None,
+    external: bool,
+    verbose: int,
+) -> None:
+    """Send a task of the sending guide's app (demos.sending) by name, as its send_task.py does.
+
+    hello, health and psi are the guide's Makefile targets (psi: its example PSI job unless --args
+    gives one); any other NAME is sent as it is. Without --external the embedded worker of
+    demos.sending runs it; a task nobody consumes ends in the diagnosis after --wait, exit 1.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from celery_sim.reports.console import render_call
+    from celery_sim.tools.call import parse_json_option
+    from celery_sim.tools.send import APP_PATH, prepare, send_external, send_on_harness
+
+    _setup_logging(verbose)
+    try:
+        args = parse_json_option("--args", args_json, list)
+        kwargs = parse_json_option("--kwargs", kwargs_json, dict)
+        broker = _choose_broker(broker, real_broker, result_backend, "thread")
+        if external and real_broker is None:
+            raise UsageError("--external needs --real-broker URL: the workers it sends to run elsewhere")
+        check_installed()
+        sending = prepare(task, args, kwargs)
+        resolve_broker(broker, result_backend).preflight()
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    console = Console(highlight=False)
+    if external:
+        assert real_broker is not None
+        backend = result_backend or (real_broker if real_broker.startswith(("redis", "rediss")) else DEFAULT_REDIS_URL)
+        console.print(f"{escape(sending.name)} by name to {escape(mask_url(real_broker))}, for the workers there")
+        outcome = send_external(real_broker, backend, sending, queue=queue, wait=wait)
+        render_call(console, outcome, str)
+        sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
+    from celery_sim.core.harness import Harness
+
+    with Harness(app=APP_PATH, broker=broker, result_backend=result_backend) as harness:
+        console.print(
+            f"{escape(sending.name)} by name on {escape(harness.broker_label)}, worker of demos.sending consuming "
+            + ", ".join(harness.ns.logical(q) for q in harness.main_queues)
+        )
+        outcome = send_on_harness(harness, sending, queue=queue, wait=wait)
+        render_call(console, outcome, harness.ns.logical)
+    sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
+
+
 @cli.command("doctor")
 @click.argument("task_id", required=False)
 @click.option(

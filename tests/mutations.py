@@ -148,3 +148,43 @@ def no_task_started_event(monkeypatch: Any) -> None:
             real(self, type, **fields)
 
     monkeypatch.setattr(Request, "send_event", send_event)
+
+
+# -- the guides' demo apps (their own Celery apps, patched in place for one test) ------------------
+
+
+def sending_hello_to_web_queue(mp: Any) -> None:
+    from demos.sending.celery_app import HELLO, app
+
+    mp.setitem(app.conf.task_routes, HELLO, {"queue": "web_queue"})
+
+
+def sending_without_validation(mp: Any) -> None:
+    import demos.sending.tasks
+
+    mp.setattr(demos.sending.tasks, "validate", lambda params: params)
+
+
+def async_native_made_sync(mp: Any) -> None:
+    from demos.async_tasks.celery_app import app
+
+    mp.setattr(app.tasks["demos.async_tasks.native"], "run", lambda marker: "done")
+
+
+def async_loop_per_task(mp: Any) -> None:
+    """Each task makes a loop of its own (as ``asyncio.run`` does); kept alive so ids stay distinct."""
+    import asyncio
+
+    import demos.async_tasks.tasks
+
+    made: list[asyncio.AbstractEventLoop] = []
+
+    def run(coro: Any) -> tuple[Any, int]:
+        loop = asyncio.new_event_loop()
+        made.append(loop)
+        try:
+            return loop.run_until_complete(coro), id(loop)
+        finally:
+            loop.close()
+
+    mp.setattr(demos.async_tasks.tasks, "run", run)

@@ -288,6 +288,18 @@ MUTATIONS: dict[str, list[Mutation]] = {
             patch=lambda mp: mp.setattr(Control, "add_consumer", lambda *args, **kwargs: []),
         )
     ],
+    "demo.sending": [
+        Mutation(
+            "hello_task routed to web_queue", "routed to secretflow_queue", patch=mutations.sending_hello_to_web_queue
+        ),
+        Mutation("execute_task does not validate its params", "bad params", patch=mutations.sending_without_validation),
+    ],
+    "demo.async_truth": [
+        Mutation("the async task made sync", "the task fails", patch=mutations.async_native_made_sync),
+    ],
+    "demo.async_pattern": [
+        Mutation("a new event loop per task", "loops made", patch=mutations.async_loop_per_task),
+    ],
 }
 
 #: Scenarios with no mutation here, and why.

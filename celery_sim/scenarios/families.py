@@ -1,4 +1,4 @@
-"""Which scenario families the catalog has: family -> module registering its scenarios.
+"""Which scenario families the catalog has: family (or a part of one) -> module registering its scenarios.
 
 A table of names only (like kombu's transport table), so that listing the catalog imports
 nothing of Celery (see :mod:`celery_sim.scenarios.index`).
@@ -19,4 +19,7 @@ FAMILIES: dict[str, str] = {
     "broker": "demos.brokers.scenarios",
     "doctor": "demos.doctor.scenarios",
     "monitor": "demos.monitor.scenarios",
+    # The source guides' own apps (family "demo"; each one's scenarios also by "demo.<app>").
+    "demo.sending": "demos.sending.scenarios",
+    "demo.async": "demos.async_tasks.scenarios",
 }

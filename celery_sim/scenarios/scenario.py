@@ -462,10 +462,15 @@ class Registry:
         return list(dict.fromkeys(s.family for s in self._scenarios.values()))
 
     def select(self, selectors: Iterable[str]) -> list[Scenario]:
-        """Scenarios named by ``selectors`` (a scenario name or a family name each), without repeats."""
+        """Scenarios named by ``selectors`` (a scenario name, a family name or a dotted prefix
+        such as ``demo.learning`` each), without repeats."""
         chosen: dict[str, Scenario] = {}
         for selector in selectors:
-            matched = [s for s in self._scenarios.values() if s.name == selector or s.family == selector]
+            matched = [
+                s
+                for s in self._scenarios.values()
+                if s.name == selector or s.family == selector or s.name.startswith(selector + ".")
+            ]
             if not matched:
                 # A dotted name is a misspelled scenario; anything else, a misspelled family first.
                 groups = [list(self._scenarios), self.families()]

@@ -18,7 +18,7 @@ from celery_sim.core.harness import Harness
 from celery_sim.errors import HarnessError, UsageError
 from celery_sim.observe.timeline import Event
 
-__all__ = ["CallOutcome", "call_task", "import_app", "parse_json_option", "resolve_task_name"]
+__all__ = ["CallOutcome", "call_task", "follow", "import_app", "parse_json_option", "resolve_task_name"]
 
 
 def parse_json_option(option: str, text: str | None, kind: type) -> Any:
@@ -94,6 +94,11 @@ def call_task(
             harness.start_worker([queue], name="call", concurrency=1)
     started = monotonic()
     result = harness.app.tasks[name].apply_async(tuple(args), kwargs, **options)
+    return follow(harness, result, name, wait, started)
+
+
+def follow(harness: Harness, result: Any, name: str, wait: float, started: float) -> CallOutcome:
+    """Wait up to ``wait`` seconds for ``result``'s end: its value, its error, or the diagnosis."""
     outcome = CallOutcome(result.id, name, "PENDING")
     try:
         outcome.result = result.get(timeout=wait, propagate=True)

@@ -30,7 +30,7 @@ from kombu.utils.url import sanitize_url
 from celery_sim.core.admin import message_count
 from celery_sim.core.workers.probe import ask, by_host
 
-__all__ = ["KINDS", "Finding", "examine"]
+__all__ = ["KINDS", "Finding", "examine", "json_control"]
 
 #: How long workers get to answer each broadcast (``celery inspect`` waits 1 s).
 REPLY_TIMEOUT_S = 1.0
@@ -90,7 +90,7 @@ def examine(
     many did; without it, after ``reply_timeout``). Later broadcasts wait only for the workers
     that answered ``ping``.
     """
-    control = _json_control(app)
+    control = json_control(app)
     hosts = sorted(by_host(control.ping(timeout=reply_timeout, limit=workers)))
     if not hosts:
         return Finding(
@@ -109,7 +109,7 @@ def examine(
     return exam.finding(True, "fine", f"task {task_name!r} is registered and its queue is consumed")
 
 
-def _json_control(app: Celery) -> Control:
+def json_control(app: Celery) -> Control:
     """Remote control for ``app`` that speaks JSON whatever the app's ``task_serializer``.
 
     Celery's control messages use the client's ``task_serializer``: a client sending pickle cannot

@@ -1,0 +1,151 @@
+"""The sending guide's app, run as the guide runs it: every task sent by name, then its PENDING checklist.
+
+Each step of the guide's "task stays PENDING" troubleshooting list is produced on purpose and the
+doctor (:mod:`celery_sim.tools.doctor`) must name it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from celery_sim.core.harness import Harness
+from celery_sim.scenarios.scenario import Context, scenario
+from celery_sim.tools.doctor import examine
+from demos.apps import app_harness
+from demos.config import RPC_NO_STORE
+from demos.sending.celery_app import EXECUTE, HEALTH, HELLO
+from demos.sending.params import example_params
+
+APP = "demos.sending.celery_app:app"
+REPLY_TIMEOUT_S = 2.0
+
+#: A bad field of the guide's params -> the dotted field the error must name.
+BAD_PARAMS: list[tuple[str, Any, str]] = [
+    ("no receiver", {"receiver": None}, "receiver"),
+    ("unknown SPU protocol", {"spu": {"runtime": {"protocol": "SEMI3K"}}}, "spu.runtime.protocol"),
+    ("bob has no input file", {"input_path": {"bob": None}}, "input_path.bob"),
+    (
+        "bad node address",
+        {"spu": {"cluster": {"nodes": [{"party": "alice", "address": "nowhere"}]}}},
+        "spu.cluster.nodes[0].address",
+    ),
+    ("one party only", {"parties": ["alice"]}, "parties"),
+]
+
+
+def _bad(params: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with ``change`` applied (a None value deletes the field; nested dicts merge)."""
+    out = dict(params)
+    for key, value in change.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _bad(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@scenario(
+    "demo.sending",
+    "the sending guide's app: hello, health and a PSI job sent by name to secretflow_queue, bad params named by "
+    "field, and each cause of its PENDING checklist produced and named by the doctor",
+    skip_on=RPC_NO_STORE,
+)
+def sending(ctx: Context) -> None:
+    with app_harness(ctx, APP) as h:
+        _sending(ctx, h)
+
+
+def _sending(ctx: Context, h: Harness) -> None:
+    queue = h.queue("secretflow_queue")
+    ctx.check(
+        "the worker consumes the guide's queues",
+        ["default", "secretflow_queue", "web_queue"],
+        sorted(h.ns.logical(q) for q in h.main_queues),
+    )
+    hello = h.app.send_task(HELLO, args=["guide"])
+    ctx.check("hello_task by name", "Hello, guide!", str(ctx.wait(hello)).split(" (from")[0])
+    sent = ctx.published(hello.id)
+    ctx.check(
+        "routed to secretflow_queue with routing key secretflow",
+        (queue, "secretflow"),
+        (sent[0].data.get("queue"), sent[0].data.get("routing_key")) if sent else None,
+    )
+    health = h.app.send_task(HEALTH)
+    ctx.check("health_check by name", "ok", ctx.wait(health).get("status"))
+
+    with tempfile.TemporaryDirectory(prefix="csim-psi-") as folder:
+        params = example_params(Path(folder))
+        job = h.app.send_task(EXECUTE, args=["job-1", params])
+        done = ctx.wait(job)
+        ctx.check(
+            "execute_task: the PSI result",
+            {"task_id": "job-1", "status": "SUCCESS", "intersection_size": 3, "receiver": "alice"},
+            {k: done.get(k) for k in ("task_id", "status", "intersection_size", "receiver")},
+        )
+        ctx.check("the receiver's output file", "uid\nu2\nu3\nu8\n", Path(params["output_path"]["alice"]).read_text())
+        for what, change, field in BAD_PARAMS:
+            state, error = ctx.outcome(h.app.send_task(EXECUTE, args=["job-bad", _bad(params, change)]))
+            ctx.check(
+                f"bad params ({what}): FAILURE naming the field",
+                ("FAILURE", f"params.{field}:"),
+                (state, str(error)[: len(field) + 8]),
+                passed=state == "FAILURE" and str(error).startswith(f"params.{field}:"),
+            )
+    _pending_checklist(ctx, h)
+
+
+def _names(ctx: Context, step: str, kind: str, finding: Any, *says: str) -> None:
+    text = " ".join([finding.cause, *finding.evidence])
+    ctx.check(
+        f"PENDING checklist, {step}: the doctor names",
+        {"kind": kind, "says": list(says)},
+        {"kind": finding.kind, "cause": finding.cause},
+        passed=finding.kind == kind and all(s in text for s in says),
+    )
+
+
+def _pending_checklist(ctx: Context, h: Harness) -> None:
+    """The guide's list of why a task stays PENDING, each cause made and recognised."""
+    app, ask = h.app, {"reply_timeout": REPLY_TIMEOUT_S, "workers": len(h.hostnames)}
+    misspelled = app.send_task("tasks.secretflow.hello_task")
+    ctx.eventually(lambda: misspelled.state, lambda s: s == "FAILURE", timeout=5.0)
+    _names(
+        ctx,
+        "a task name the worker does not register",
+        "unregistered",
+        examine(app, misspelled.id, **ask),
+        "tasks.secretflow.hello_task",
+    )
+    client = Celery("sending-client", set_as_current=False)
+    route = {"queue": h.queue("secretflow_queue"), "routing_key": "secretflow"}
+    client.conf.update({**dict(app.conf.changes), "result_backend": None, "task_routes": {HEALTH: route}})
+    try:
+        unseen = client.send_task(HEALTH)
+        _names(ctx, "a client without a result backend", "no-result-backend", examine(client, unseen.id, HEALTH, **ask))
+    finally:
+        client.close()
+    # `celery -A demos.sending worker` without -Q consumes the default queue only.
+    h.stop_workers(list(h.workers))
+    h.start_worker(["default"], name="plain", concurrency=1)
+    waiting = app.send_task(HELLO)
+    _names(
+        ctx,
+        "a worker started without -Q secretflow_queue",
+        "unconsumed-queue",
+        examine(app, waiting.id, HELLO, **ask),
+        "1 message(s) waiting",
+    )
+    h.stop_workers(list(h.workers))
+    _names(
+        ctx,
+        "no worker running",
+        "no-worker",
+        examine(app, waiting.id, HELLO, reply_timeout=0.5),
+        "nobody answered ping",
+    )

@@ -387,6 +387,83 @@ def send_command(
     sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
 
 
+@cli.command("serve")
+@click.argument("system", type=click.Choice(["ai_runner"]))
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True, help="The port (0: any free one, printed).")
+@click.option("--broker", default="memory", show_default=True, metavar="NAME|URL", help=BROKER_HELP)
+@click.option("--real-broker", metavar="URL", help="Run the worker on a real broker (redis://..., amqp://...).")
+@click.option("--result-backend", metavar="URL", help="Result backend with a real broker (default: Redis).")
+@click.option(
+    "--database-url",
+    default="sqlite:///ai_runner.db",
+    show_default=True,
+    metavar="URL",
+    help="Where the rows live: a SQLite file, or postgresql+psycopg://user@host:5432/db.",
+)
+@click.option(
+    "--duration", type=float, callback=_positive, metavar="S", help="Stop after S seconds (default: at Ctrl-C)."
+)
+@click.option("-v", "--verbose", count=True, help="Show Celery's log on stderr.")
+def serve_command(
+    system: str,
+    host: str,
+    port: int,
+    broker: str,
+    real_broker: str | None,
+    result_backend: str | None,
+    database_url: str,
+    duration: float | None,
+    verbose: int,
+) -> None:
+    """Serve a guide's system: ai_runner, the Async AI Task Runner (FastAPI + SQLAlchemy + Celery).
+
+    Its API (POST /tasks, GET /tasks/{id}, docs at /docs) and its worker run in this process,
+    on the embedded broker unless --real-broker says otherwise. Ctrl-C stops both.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from celery_sim.tools.serve import check_address, check_database, serve
+
+    _setup_logging(verbose)
+    try:
+        broker = _choose_broker(broker, real_broker, result_backend, "thread")
+        check_installed()
+        check_address(host, port)
+        resolve_broker(broker, result_backend).preflight()
+        check_database(database_url)
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    console = Console(highlight=False, soft_wrap=True)  # the URLs and the curl line stay whole, to paste
+
+    def ready(url: str, harness: Any) -> None:
+        from sqlalchemy.engine import make_url
+
+        queues = ", ".join(harness.ns.logical(q) for q in harness.main_queues)
+        console.print(f"{system} serving on {url} (API docs: {url}/docs)")
+        console.print(
+            f"worker on {escape(harness.broker_label)} consuming {queues}; rows in "
+            f"{escape(make_url(database_url).render_as_string(hide_password=True))}"
+        )
+        console.print(
+            f"try: curl -s -X POST {url}/tasks -H 'content-type: application/json' -d '{{\"prompt\": \"hello\"}}'"
+        )
+        console.print("Ctrl-C to stop", style="dim")
+
+    serve(
+        system,
+        host=host,
+        port=port,
+        broker=broker,
+        result_backend=result_backend,
+        database_url=database_url,
+        duration=duration,
+        on_ready=ready,
+    )
+    console.print("stopped")
+
+
 @cli.command("doctor")
 @click.argument("task_id", required=False)
 @click.option(

@@ -188,3 +188,9 @@ def async_loop_per_task(mp: Any) -> None:
             loop.close()
 
     mp.setattr(demos.async_tasks.tasks, "run", run)
+
+
+def ai_runner_not_idempotent(mp: Any) -> None:
+    import demos.ai_runner.tasks
+
+    mp.setattr(demos.ai_runner.tasks, "already_done", lambda row: False)

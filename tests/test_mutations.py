@@ -294,6 +294,9 @@ MUTATIONS: dict[str, list[Mutation]] = {
         ),
         Mutation("execute_task does not validate its params", "bad params", patch=mutations.sending_without_validation),
     ],
+    "demo.ai_runner": [
+        Mutation("a redelivered message generates again", "delivered twice", patch=mutations.ai_runner_not_idempotent),
+    ],
     "demo.async_truth": [
         Mutation("the async task made sync", "the task fails", patch=mutations.async_native_made_sync),
     ],

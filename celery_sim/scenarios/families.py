@@ -22,4 +22,5 @@ FAMILIES: dict[str, str] = {
     # The source guides' own apps (family "demo"; each one's scenarios also by "demo.<app>").
     "demo.sending": "demos.sending.scenarios",
     "demo.async": "demos.async_tasks.scenarios",
+    "demo.ai_runner": "demos.ai_runner.scenarios",
 }

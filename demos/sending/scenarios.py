@@ -130,13 +130,15 @@ def _pending_checklist(ctx: Context, h: Harness) -> None:
         _names(ctx, "a client without a result backend", "no-result-backend", examine(client, unseen.id, HEALTH, **ask))
     finally:
         client.close()
-    # `celery -A demos.sending worker` without -Q consumes the default queue only.
-    h.stop_workers(list(h.workers))
-    h.start_worker(["default"], name="plain", concurrency=1)
+    # `celery -A demos.sending worker` without -Q consumes the default queue only: the same as the
+    # worker no longer consuming secretflow_queue (cancel_consumer, acknowledged by every worker).
+    queue = h.queue("secretflow_queue")
+    replies = app.control.cancel_consumer(queue, destination=list(h.hostnames), reply=True, timeout=REPLY_TIMEOUT_S)
+    ctx.check("cancel_consumer secretflow_queue: acknowledged", len(h.hostnames), len(replies or []))
     waiting = app.send_task(HELLO)
     _names(
         ctx,
-        "a worker started without -Q secretflow_queue",
+        "the worker not consuming secretflow_queue (as one started without -Q)",
         "unconsumed-queue",
         examine(app, waiting.id, HELLO, **ask),
         "1 message(s) waiting",

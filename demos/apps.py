@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,18 +12,33 @@ from celery_sim.scenarios.scenario import Context
 
 __all__ = ["app_harness"]
 
+#: Lasting app harnesses: run harness -> app path -> the app's harness (stopped with the run).
+_LASTING: weakref.WeakKeyDictionary[Harness, dict[str, Harness]] = weakref.WeakKeyDictionary()
+
 
 @contextmanager
-def app_harness(ctx: Context, app_path: str, **overrides: Any) -> Iterator[Harness]:
-    """A harness of this run for the app at ``app_path`` (``module:attr``, as ``celery -A`` takes),
-    stopped when the block ends (an app is lent to one harness at a time).
+def app_harness(ctx: Context, app_path: str, *, lasting: bool = False, **overrides: Any) -> Iterator[Harness]:
+    """A harness of this run for the app at ``app_path`` (``module:attr``, as ``celery -A`` takes).
 
     Its main worker consumes every queue the app routes to (a real ``celery worker`` process when
-    the run's workers are processes); it records into the run's timeline.
+    the run's workers are processes); it records into the run's timeline. It is stopped when the
+    block ends (an app is lent to one harness at a time), unless ``lasting``: then the scenarios
+    of one app that change nothing of its workers share it for the rest of the run (each start
+    and stop costs a worker process, or up to 2 s of Celery's blocking loop on Redis).
     """
-    settings: dict[str, Any] = {"app": app_path, "queues": None, "configure": None, "extra_conf": {}, "unconsumed": ()}
-    harness = ctx.side(**{**settings, **overrides})
+    if lasting and not overrides:
+        found = _LASTING.setdefault(ctx.harness, {}).get(app_path)
+        if found is None or not found.running:
+            found = _LASTING[ctx.harness][app_path] = _start(ctx, app_path)
+        yield found
+        return
+    harness = _start(ctx, app_path, **overrides)
     try:
         yield harness
     finally:
         harness.stop()
+
+
+def _start(ctx: Context, app_path: str, **overrides: Any) -> Harness:
+    settings: dict[str, Any] = {"app": app_path, "queues": None, "configure": None, "extra_conf": {}, "unconsumed": ()}
+    return ctx.side(**{**settings, **overrides})

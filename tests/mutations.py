@@ -194,3 +194,40 @@ def ai_runner_not_idempotent(mp: Any) -> None:
     import demos.ai_runner.tasks
 
     mp.setattr(demos.ai_runner.tasks, "already_done", lambda row: False)
+
+
+def learning_add_subtracts(mp: Any) -> None:
+    import demos.learning.tasks  # noqa: F401  # registers the tasks
+    from demos.learning.celery_app import app
+
+    mp.setattr(app.tasks["learning.add"], "run", lambda x, y: x - y)
+
+
+def learning_progress_silent(mp: Any) -> None:
+    import demos.learning.tasks  # noqa: F401  # registers the tasks
+    from demos.learning.celery_app import app
+
+    mp.setattr(
+        app.tasks["learning.long_task"], "run", lambda steps=4: {"current": steps, "total": steps, "status": "done"}
+    )
+
+
+def learning_no_backoff(mp: Any) -> None:
+    """The backoff does not grow (Celery 5.7 reads ``retry_backoff`` when the task is made, so the
+    interval function autoretry calls is replaced instead)."""
+    import celery.app.autoretry
+
+    mp.setattr(celery.app.autoretry, "get_exponential_backoff_interval", lambda **kwargs: 1)
+
+
+def learning_email_without_retries(mp: Any) -> None:
+    import demos.learning.tasks  # noqa: F401  # registers the tasks
+    from demos.learning.celery_app import app
+
+    mp.setattr(app.tasks["learning.send_email"], "max_retries", 0)
+
+
+def learning_report_at_three(mp: Any) -> None:
+    import demos.learning.celery_app
+
+    mp.setattr(demos.learning.celery_app, "DAILY_HOUR", 3)

@@ -294,6 +294,27 @@ MUTATIONS: dict[str, list[Mutation]] = {
         ),
         Mutation("execute_task does not validate its params", "bad params", patch=mutations.sending_without_validation),
     ],
+    "demo.learning.basic": [
+        Mutation("update_state never called", "its progress", patch=mutations.learning_progress_silent),
+    ],
+    "demo.learning.canvas": [
+        Mutation("add subtracts", "chain(add(2, 3), multiply(4))", patch=mutations.learning_add_subtracts),
+    ],
+    "demo.learning.retries": [
+        Mutation("no exponential backoff", "exponential: retry countdowns", patch=mutations.learning_no_backoff),
+    ],
+    "demo.learning.real_world": [
+        Mutation(
+            "the email task does not retry", "email: refused twice", patch=mutations.learning_email_without_retries
+        ),
+    ],
+    "demo.learning.beat": [
+        Mutation(
+            "the daily report at 03:00",
+            "the daily report over 2 virtual days",
+            patch=mutations.learning_report_at_three,
+        ),
+    ],
     "demo.ai_runner": [
         Mutation("a redelivered message generates again", "delivered twice", patch=mutations.ai_runner_not_idempotent),
     ],

@@ -50,6 +50,7 @@ def test_the_catalog_has_the_families_built_so_far() -> None:
         "broker",
         "doctor",
         "monitor",
+        "demo",
     ]
 
 

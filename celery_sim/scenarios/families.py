@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "monitor": "demos.monitor.scenarios",
     # The source guides' own apps (family "demo"; each one's scenarios also by "demo.<app>").
     "demo.sending": "demos.sending.scenarios",
+    "demo.learning": "demos.learning.scenarios",
     "demo.async": "demos.async_tasks.scenarios",
     "demo.ai_runner": "demos.ai_runner.scenarios",
 }

@@ -13,6 +13,7 @@ import ast
 import contextlib
 import importlib.util
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from celery_sim.scenarios.families import FAMILIES
@@ -46,12 +47,24 @@ def _value(node: ast.expr, constants: Mapping[str, Any]) -> Any:
     raise _NotConstant(ast.dump(node))
 
 
-def _parse(module: str) -> ast.Module:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+def _source(module: str) -> Path:
+    """The file of ``module``, found from its top package's folder: ``find_spec`` of a submodule
+    would import its parent packages (and ``demos.<app>/__init__.py`` imports a Celery app)."""
+    top, _, rest = module.partition(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
         raise _NotConstant(module)
-    with open(spec.origin, encoding="utf-8") as source:
-        return ast.parse(source.read(), spec.origin)
+    base = Path(next(iter(spec.submodule_search_locations))).joinpath(*rest.split(".")) if rest else None
+    for path in (base.with_suffix(".py"), base / "__init__.py") if base is not None else ():
+        if path.is_file():
+            return path
+    raise _NotConstant(module)
+
+
+def _parse(module: str) -> ast.Module:
+    path = _source(module)
+    with open(path, encoding="utf-8") as source:
+        return ast.parse(source.read(), str(path))
 
 
 def _constants(tree: ast.Module, package: str, depth: int = 0) -> dict[str, Any]:

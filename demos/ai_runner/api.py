@@ -2,6 +2,8 @@
 
 ``POST /tasks`` validates the body, stores a row (PENDING), enqueues ``run_ai_text_generation`` and
 answers 201 with the id; if enqueueing fails it still answers 201, and the row (FAILED) says why.
+(A broker that refuses connections costs kombu's connection retries first: 2 s, measured; with
+``broker_transport_options={"max_retries": 0}`` the failure comes in 0.13 s.)
 ``GET /tasks/{id}``: the stored status, the Celery state and the progress; 404 for an unknown id.
 """
 

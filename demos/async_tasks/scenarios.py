@@ -107,6 +107,7 @@ class _ChunkServer(socketserver.ThreadingTCPServer):
         self.release = threading.Event()
         self.together = threading.Condition()
         self.expect = 1
+        self.gathered = False
         self.open = 0
         self.most_open = 0
 
@@ -119,8 +120,10 @@ class _ChunkHandler(socketserver.StreamRequestHandler):
         with server.together:
             server.open += 1
             server.most_open = max(server.most_open, server.open)
-            server.together.notify_all()
-            server.together.wait_for(lambda: server.open >= server.expect, STREAM_TIMEOUT_S / 2)
+            if server.open >= server.expect:
+                server.gathered = True  # latched: those that reply first must not un-gather the rest
+                server.together.notify_all()
+            server.together.wait_for(lambda: server.gathered, STREAM_TIMEOUT_S / 2)
         try:
             word = self.rfile.readline().decode().strip()
             if word == HELD:
@@ -179,7 +182,7 @@ def _stream(ctx: Context, h: Harness, server: _ChunkServer, url: str) -> None:
         pubsub.subscribe(channel)
         pubsub.get_message(timeout=1.0)  # the subscribe confirmation
         host, port = server.server_address[:2]
-        server.expect = len(WORDS)
+        server.expect, server.gathered = len(WORDS), False
         result = h.app.send_task("demos.async_tasks.stream_words", [WORDS, host, port, url, channel])
         received: list[dict[str, Any]] = []
         state_at_first: str | None = None
@@ -222,7 +225,7 @@ def _reuse(ctx: Context, h: Harness, server: _ChunkServer, url: str) -> None:
     """More tasks than pool slots: each slot's loop is made once and reused."""
     slots = h.main_concurrency
     host, port = server.server_address[:2]
-    server.expect = 1
+    server.expect, server.gathered = 1, False
     runs = [
         ctx.wait(h.app.send_task("demos.async_tasks.stream_words", [["a"], host, port, url, h.ns.queue("reuse")]))
         for _ in range(slots + 3)

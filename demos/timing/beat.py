@@ -46,9 +46,12 @@ class _Observed(Scheduler):
         super().apply_entry(entry, producer=producer)
 
 
-def _run(ctx: Context, entries: dict[str, dict[str, Any]], clock: VirtualClock, until: datetime) -> _Observed:
-    """Run Celery's scheduler over virtual time from the clock's start to ``until``."""
-    scheduler = _Observed(ctx.app, lazy=True, clock=clock)
+def run_beat(
+    ctx: Context, entries: dict[str, dict[str, Any]], clock: VirtualClock, until: datetime, app: Any = None
+) -> _Observed:
+    """Run Celery's scheduler (of ``app``, default the run's) over virtual time from the clock's
+    start to ``until``; returns it, with what it sent and when (``.sent``)."""
+    scheduler = _Observed(app or ctx.app, lazy=True, clock=clock)
     scheduler.merge_inplace(entries)  # beat_schedule as a user writes it (no default entries)
     while clock.now() < until and ctx.remaining() > 0:
         sent = len(scheduler.sent)
@@ -82,7 +85,7 @@ def schedules(ctx: Context) -> None:
         str(START + nightly.remaining_estimate(START)),
     )
     mark = ctx.timeline.mark()
-    interval = _run(
+    interval = run_beat(
         ctx,
         {"cleanup-every-30s": {"task": "demos.timing.cleanup_temp_files", "schedule": every_30s}},
         clock,
@@ -94,7 +97,7 @@ def schedules(ctx: Context) -> None:
         [f"{when:%H:%M:%S}" for _, when in interval.sent],
     )
     clock = VirtualClock(START)
-    daily = _run(
+    daily = run_beat(
         ctx,
         {
             "daily-report-2am": {

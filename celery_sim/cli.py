@@ -419,7 +419,7 @@ def serve_command(
     """Serve a guide's system: ai_runner, the Async AI Task Runner (FastAPI + SQLAlchemy + Celery).
 
     Its API (POST /tasks, GET /tasks/{id}, docs at /docs) and its worker run in this process,
-    on the embedded broker unless --real-broker says otherwise. Ctrl-C stops both.
+    on the embedded broker unless --real-broker says otherwise. Ctrl-C (or SIGTERM) stops both.
     """
     from rich.console import Console
     from rich.markup import escape

@@ -27,6 +27,12 @@ def test_readme_has_exactly_two_setup_commands_run_and_test() -> None:
     assert commands[1].endswith("python -m pytest")
 
 
+def test_the_chinese_readme_has_the_same_two_setup_commands() -> None:
+    chinese = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+    section = chinese.split("## 安装", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"```bash\n(.*?)\n```", section, flags=re.S) == setup_commands()
+
+
 def test_ci_runs_both_readme_commands_in_order_each_in_a_fresh_venv_with_real_brokers_required() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     plain, tests = setup_commands()

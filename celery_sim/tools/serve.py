@@ -7,6 +7,7 @@ process, the run's worker in threads of it, the rows in SQLite or PostgreSQL.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -67,7 +68,7 @@ def serve(
     duration: float | None,
     on_ready: Callable[[str, Any], None],
 ) -> None:
-    """Serve ``system`` until Ctrl-C (or ``duration`` seconds); ``on_ready(url, harness)`` once it answers."""
+    """Serve ``system`` until Ctrl-C or SIGTERM (or ``duration`` seconds); ``on_ready(url, harness)`` once it answers."""
     from celery_sim.core.harness import Harness
     from demos.ai_runner.api import create_app
     from demos.ai_runner.server import ApiServer
@@ -79,10 +80,14 @@ def serve(
     ):
         on_ready(server.url, harness)
         stop = threading.Event()
+        # Ctrl-C and `kill` both stop it cleanly; SIGINT explicitly, as a shell script starts
+        # background commands with SIGINT ignored.
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         deadline = None if duration is None else monotonic() + duration
         try:
             while not stop.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - monotonic()))):
                 if deadline is not None and monotonic() >= deadline:
                     break
-        except KeyboardInterrupt:
-            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -229,3 +229,35 @@ def test_a_worker_process_runs_the_users_app_by_its_path() -> None:
         assert r.get(timeout=1) == {"order": "o-9", "charged": 5, "attempts": 2}
         h.expect(r).ran_on("payments").retried(1, countdown=60)
         assert h.main_worker.hostname == f"main@{h.ns.prefix}"
+
+
+def test_two_harnesses_starting_at_once_cannot_both_lend_one_app() -> None:
+    """The claim is atomic: of two harnesses starting together on one app, exactly one runs."""
+    import threading
+
+    from celery import Celery
+
+    from celery_sim.core.harness import Harness
+    from celery_sim.errors import HarnessError
+
+    app = Celery("claimed", set_as_current=False)
+    gate = threading.Barrier(2)
+    outcomes: list[str] = []
+    harnesses = [Harness(app=app), Harness(app=app)]
+
+    def start(h: Harness) -> None:
+        gate.wait(5)
+        try:
+            h.start()
+            outcomes.append("started")
+        except HarnessError as exc:
+            outcomes.append("refused" if "already in a running harness" in str(exc) else str(exc))
+
+    threads = [threading.Thread(target=start, args=(h,)) for h in harnesses]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for h in harnesses:
+        h.stop()
+    assert sorted(outcomes) == ["refused", "started"]

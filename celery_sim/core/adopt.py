@@ -14,6 +14,7 @@ values the app had.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +37,8 @@ _CACHES = ("amqp", "control", "events")
 _OWN_STATES = frozenset({states.SUCCESS, states.FAILURE, states.RETRY, states.REVOKED, states.STARTED})
 
 _ADOPTED: weakref.WeakSet[Celery] = weakref.WeakSet()
+#: Claiming an app is check-then-add: two harnesses starting at once (a run's two lanes) must not both win.
+_CLAIM = threading.Lock()
 
 
 def instrument(app: Celery, ns: Namespace, backends: weakref.WeakSet[Any] | None = None) -> None:
@@ -140,12 +143,18 @@ class Adoption:
 
     def apply(self) -> None:
         app: Any = self.app  # Celery's private caches are not in its type stubs
-        if app in _ADOPTED:
-            raise HarnessError(
-                f"app {app.main!r} is already in a running harness: one harness per app at a time "
-                "(stop the other first, or give this one a factory that builds a fresh app)"
-            )
-        app.finalize(auto=True)  # tasks bind to the app's own settings, before the overlay
+        with _CLAIM:
+            if app in _ADOPTED:
+                raise HarnessError(
+                    f"app {app.main!r} is already in a running harness: one harness per app at a time "
+                    "(stop the other first, or give this one a factory that builds a fresh app)"
+                )
+            _ADOPTED.add(app)
+        try:
+            app.finalize(auto=True)  # tasks bind to the app's own settings, before the overlay
+        except BaseException:
+            _ADOPTED.discard(app)
+            raise
         conf = app.conf
         self._saved = {
             "changes": dict(conf.changes),
@@ -156,7 +165,6 @@ class Adoption:
             "backend_cls": app.backend_cls,
             "current": _tls.current_app,
         }
-        _ADOPTED.add(app)
         for key in (*_CACHES, "_get_backend"):
             app.__dict__.pop(key, None)
         app._pool = None

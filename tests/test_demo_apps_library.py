@@ -29,7 +29,7 @@ def test_the_sending_app_with_the_plugin(csim: Harness, tmp_path: Path) -> None:
     assert hello.get(timeout=1).startswith("Hello, plugin!")
     assert job.get(timeout=1)["intersection_size"] == 3
     bad = tasks.execute_task.delay("job-10", {**example_params(tmp_path), "receiver": "carol"})
-    with pytest.raises(Exception, match="params.receiver:"):
+    with pytest.raises(Exception, match=r"params\.receiver:"):
         csim.drain(timeout=10)
     csim.expect(bad).failed("InvalidParams")
 

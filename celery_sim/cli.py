@@ -200,6 +200,27 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def message_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of one message and its wait (``call``, ``send``)."""
+    options = [
+        click.option("--args", "args_json", metavar="JSON", help="Positional arguments, a JSON array: '[2, 3]'."),
+        click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments, a JSON object: '{\"x\": 1}'."),
+        click.option("--queue", metavar="NAME", help="Send to this queue instead of the task's route."),
+        click.option(
+            "--wait",
+            type=float,
+            callback=_positive,
+            default=10.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="How long to wait for the task's end before printing the diagnosis.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="celery-sim")
 def cli() -> None:
@@ -234,18 +255,7 @@ def run_command(names: Sequence[str], **options: Any) -> None:
 @cli.command("call")
 @click.argument("task")
 @click.option("--app", "app_path", required=True, metavar="MODULE:ATTR", help="Your Celery app, as for `celery -A`.")
-@click.option("--args", "args_json", metavar="JSON", help="Positional arguments, a JSON array: '[2, 3]'.")
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments, a JSON object: '{\"x\": 1}'.")
-@click.option("--queue", metavar="NAME", help="Send to this queue (a worker consumes it) instead of the task's route.")
-@click.option(
-    "--wait",
-    type=float,
-    callback=_positive,
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long to wait for the task's end before printing the diagnosis.",
-)
+@message_options
 @click.option(
     "--time-scale",
     type=float,
@@ -308,18 +318,7 @@ def call_command(
 
 @cli.command("send")
 @click.argument("task", metavar="hello|health|psi|NAME")
-@click.option("--args", "args_json", metavar="JSON", help="Positional arguments, a JSON array: '[\"job-1\", {...}]'.")
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments, a JSON object.")
-@click.option("--queue", metavar="NAME", help="Send to this queue instead of the task's route (secretflow_queue).")
-@click.option(
-    "--wait",
-    type=float,
-    callback=_positive,
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long to wait for the task's end before printing the diagnosis.",
-)
+@message_options
 @click.option("--broker", default="memory", show_default=True, metavar="NAME|URL", help=BROKER_HELP)
 @click.option("--real-broker", metavar="URL", help="Send on a real broker (redis://..., amqp://...).")
 @click.option("--result-backend", metavar="URL", help="Result backend with a real broker (default: Redis).")

@@ -3,9 +3,7 @@ demos.sending worker`` on Redis reached with ``send --external`` (the broker dif
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ import pytest
 import redis
 
 from demos.sending.params import InvalidParams, example_params, validate
-from tests.test_real_brokers import need
+from tests.workers import celery_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 URL = "redis://127.0.0.1:6379/12"
@@ -87,24 +85,8 @@ def test_an_unregistered_name_fails_with_notregistered() -> None:
 @pytest.fixture
 def guide_worker() -> Iterator[redis.Redis]:
     """``celery -A demos.sending worker -Q secretflow_queue,default,web_queue``, as the guide starts it."""
-    need(URL)
-    db = redis.Redis.from_url(URL)
-    before = set(db.keys("*"))
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "demos.sending", "worker", "-Q", "secretflow_queue,default,web_queue",
-         "-c", "1", "-n", "guide-test@%h", "--without-mingle", "--without-gossip", "-l", "WARNING"],
-        cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with celery_worker("demos.sending", "secretflow_queue,default,web_queue", "guide-test@%h", URL, ENV, 1) as (_, db):
         yield db
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(10)
-        created = set(db.keys("*")) - before
-        if created:
-            db.delete(*created)
-        db.close()
 
 
 @pytest.mark.real_broker

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.test_real_brokers import need
+from tests.workers import celery_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A database of its own, so that the broker diffs of other tests (database 0) never see it;
@@ -38,25 +37,9 @@ def client(code: str) -> str:
 
 @pytest.fixture
 def shop_worker() -> Iterator[subprocess.Popen[str]]:
-    need(URL)
-    db = redis.Redis.from_url(URL)
-    before = set(db.keys("*"))
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "demos.shop.celery_app", "worker", "-Q", "shop,payments,emails",
-         "-c", "2", "-n", "doctor-test@%h", "--without-mingle", "--without-gossip", "-l", "WARNING"],
-        cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with celery_worker("demos.shop.celery_app", "shop,payments,emails", "doctor-test@%h", URL, ENV) as (worker, _):
         assert client("print(tasks.send_receipt.delay('warm-up').get(timeout=30))") == "receipt for warm-up sent"
         yield worker
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # the test may have killed it already
-            os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(10)
-        created = set(db.keys("*")) - before
-        if created:
-            db.delete(*created)
-        db.close()
 
 
 @pytest.mark.real_broker

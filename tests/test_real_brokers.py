@@ -196,10 +196,16 @@ def test_a_run_leaves_no_queue_exchange_or_binding_on_a_shared_broker(url: str) 
 def test_complete_passes_with_another_result_backend_but_for_its_declared_skips(
     url: str, backend: str, tmp_path: Path
 ) -> None:
+    from .test_broker_traces import snapshot
+
     need(url)
+    state = snapshot(url)
+    before = state()
     status, data, output = _complete("--real-broker", url, "--result-backend", backend.format(tmp=tmp_path))
     assert _problems(data) == [], output
     assert status == 0, output
+    # rpc:// reply queues are named by thread, not by run: the run deletes those its threads declared.
+    assert sorted(state() - before) == []
     if backend == "rpc://":
         skipped = {s["name"] for s in data["scenarios"] if s["status"] == "skipped"}
         assert {"canvas.chord", "canvas.nested", "canvas.chord_error"} <= skipped

@@ -52,6 +52,14 @@ class RunQueues:
         """
         return message_count(self.h.app, self.h.ns.queue(queue)) or 0
 
+    def delete_reply_queues(self) -> None:
+        """Delete the rpc:// reply queues this run's threads made: named by thread, not by run,
+        and left on the broker for a day otherwise. Call it once their consumers are stopped."""
+        from celery_sim.core.adopt import delete_queues
+
+        if self.h.reply_queues:
+            delete_queues(self.h.app, self.h.reply_queues)
+
     def delete_from_broker(self) -> None:
         """Delete this run's queues (and their messages) and exchanges, so that a shared broker keeps
         no trace of the run.

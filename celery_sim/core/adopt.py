@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from celery import Celery, states
@@ -29,7 +29,7 @@ from celery_sim.core.namespace import Namespace, namespace_conf
 from celery_sim.errors import HarnessError
 from celery_sim.observe.recorder import RecordingAMQPMixin, task_state_updated
 
-__all__ = ["Adoption", "instrument", "load_app", "release_backend", "routed_queues"]
+__all__ = ["Adoption", "delete_queues", "instrument", "load_app", "release_backend", "routed_queues"]
 
 #: Celery's cached helpers that read the settings the run overlays.
 _CACHES = ("amqp", "control", "events")
@@ -41,12 +41,15 @@ _ADOPTED: weakref.WeakSet[Celery] = weakref.WeakSet()
 _CLAIM = threading.Lock()
 
 
-def instrument(app: Celery, ns: Namespace, backends: weakref.WeakSet[Any] | None = None) -> None:
+def instrument(
+    app: Celery, ns: Namespace, backends: weakref.WeakSet[Any] | None = None, reply_queues: set[str] | None = None
+) -> None:
     """Record ``app``'s publishing (with time compression) and ``update_state``, and route it into ``ns``.
 
     The app's cached ``amqp`` helper becomes one of a recording subclass of the app's own AMQP
     class (:class:`~celery_sim.observe.recorder.RecordingAMQPMixin`); each result backend the app creates
-    reports the states tasks store themselves (progress, custom states) and joins ``backends``.
+    reports the states tasks store themselves (progress, custom states) and joins ``backends``;
+    an rpc backend notes in ``reply_queues`` the reply queue it declares for its thread.
     :meth:`Adoption.restore` undoes both.
     """
     base = symbol_by_name(str(app.amqp_cls))
@@ -74,9 +77,42 @@ def instrument(app: Celery, ns: Namespace, backends: weakref.WeakSet[Any] | None
             return stored
 
         backend.store_result = store_result
+        if reply_queues is not None:
+            _note_reply_queue(backend, reply_queues)
         return backend
 
     app.__dict__["_get_backend"] = get_backend
+
+
+def _note_reply_queue(backend: Any, reply_queues: set[str]) -> None:
+    """Note the reply queue of an rpc backend: named after the thread it was made for (a uuid).
+
+    Celery declares it auto-delete, which RabbitMQ applies only once a consumer has come and gone;
+    a thread that sends without waiting (``on_task_call`` declares it), or a worker answering a
+    ``revoke`` (Celery 5.7 reads the task's state with ``get_state``, which declares the worker's
+    own reply queue and reads it without consuming) leaves it on the broker until its
+    ``x-expires``, a day (measured on RabbitMQ).
+    """
+    from celery.backends.rpc import RPCBackend
+
+    if isinstance(backend, RPCBackend):
+        reply_queues.add(str(backend.oid))  # the thread this backend was made for
+
+
+def delete_queues(app: Celery, names: Iterable[str]) -> None:
+    """Delete the queues ``names`` on ``app``'s broker, each that exists (a channel each: a
+    broker's error closes the channel it came on)."""
+    from kombu.exceptions import ChannelError
+
+    with app.connection_for_write() as conn:
+        for name in sorted(names):
+            channel: Any = conn.channel()
+            try:
+                channel.queue_delete(name)
+            except ChannelError:
+                pass  # already gone
+            finally:
+                channel.close()
 
 
 def routed_queues(app: Celery) -> list[str]:
@@ -127,6 +163,8 @@ class Adoption:
         }
         #: Every result backend the app creates during the run (one per thread), released at stop.
         self.backends: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: The rpc reply queues the app's threads declared (see :func:`_note_reply_queue`).
+        self.reply_queues: set[str] = set()
         self._saved: dict[str, Any] | None = None
 
     @classmethod
@@ -175,7 +213,7 @@ class Adoption:
         options = dict(conf.result_backend_transport_options or {})
         options["global_keyprefix"] = f"{self.ns.prefix}."
         conf.update(namespace_conf(conf, self.ns), result_backend_transport_options=options)
-        instrument(app, self.ns, self.backends)
+        instrument(app, self.ns, self.backends, self.reply_queues)
 
     def restore(self) -> None:
         """Put back the app's settings, caches and current-app state; safe to call twice."""

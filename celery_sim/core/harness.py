@@ -196,7 +196,14 @@ class Harness:
                 except Exception as exc:  # the broker may be gone; stopping must still finish
                     log.warning("could not delete the %s of run %s: %r", what, self.ns.run_id, exc)
             for backend in list(self._adoption.backends if self._adoption else ()):
-                release_backend(backend)
+                try:
+                    release_backend(backend)
+                except Exception as exc:  # a consumer the broker already cancelled
+                    log.warning("could not stop a result consumer of run %s: %r", self.ns.run_id, exc)
+            try:
+                self.run_queues.delete_reply_queues()
+            except Exception as exc:
+                log.warning("could not delete the rpc reply queues of run %s: %r", self.ns.run_id, exc)
         self.crew.stop_events()
         if self._recorder is not None:
             self._recorder.close()
@@ -254,6 +261,11 @@ class Harness:
     def backend_kind(self) -> str | None:
         """ "rpc" or "db" when the result backend was chosen so (see :func:`~celery_sim.core.brokers.backend_kind`)."""
         return backend_kind(self.config.result_backend)
+
+    @property
+    def reply_queues(self) -> frozenset[str]:
+        """The rpc:// reply queues this run's threads declared (deleted with the run's queues)."""
+        return frozenset(self._adoption.reply_queues) if self._adoption is not None else frozenset()
 
     @property
     def spec(self) -> AppSpec | None:

@@ -13,14 +13,15 @@ really starts (``csim-started``, see :func:`_forward_started`).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_shutdown
 
-from celery_sim.core.adopt import Adoption, load_app
+from celery_sim.core.adopt import Adoption, delete_queues, load_app
 from celery_sim.core.appfactory import ENV_SPEC, AppSpec, build_app, load_configure
 from celery_sim.core.brokers import UrlBroker
 from celery_sim.observe.recorder import published_data, task_published, task_state_updated
@@ -45,14 +46,27 @@ def _spec_from_env() -> AppSpec:
     return AppSpec(broker, backend, run_id, load_configure(configure) if configure else None, app_path=app_path)
 
 
-def _load() -> Celery:
+def _load() -> tuple[Celery, Adoption]:
     spec = _spec_from_env()
     found = load_app(spec.app_path) if spec.app_path else build_app(spec)
-    Adoption.for_spec(found, spec).apply()  # for the life of this process: never restored
-    return found
+    adoption = Adoption.for_spec(found, spec)
+    adoption.apply()  # for the life of this process: never restored
+    return found, adoption
 
 
-app = _load()
+app, _adoption = _load()
+
+
+@worker_shutdown.connect
+def _delete_reply_queues(sender: Any = None, **kw: Any) -> None:
+    """The rpc:// reply queues this worker's threads made (answering ``revoke`` makes one)."""
+    if _adoption.reply_queues:
+        try:
+            delete_queues(app, _adoption.reply_queues)
+        except Exception:  # the broker may be gone as the worker stops
+            logging.getLogger(__name__).warning("could not delete rpc reply queues", exc_info=True)
+
+
 _local = threading.local()
 
 

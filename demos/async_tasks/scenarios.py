@@ -47,7 +47,7 @@ STREAM_TIMEOUT_S = 10.0
 def async_truth(ctx: Context) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with app_harness(ctx, APP) as h:
+        with app_harness(ctx, APP) as h:  # its own: the coroutine is dropped only when its worker stops
             _truth(ctx, h)
             thread = h.config.worker == "thread"
         gc.collect()  # the worker's failure kept the coroutine alive; with the worker gone, it is finalized

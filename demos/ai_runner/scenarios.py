@@ -58,7 +58,6 @@ def _database() -> Iterator[str]:
     "progress, network errors retry and ValueError fails at once, redelivery is idempotent, no row lost",
     skip_on=RPC_NO_STORE,
     timeout=60.0,
-    concurrent=True,  # its own harness, API server and database; no timing check
 )
 def ai_runner(ctx: Context) -> None:
     from demos.ai_runner.api import create_app

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 from kombu.exceptions import ChannelError
 
+from celery_sim.core.adopt import delete_queues
 from celery_sim.core.cleanup import delete_run_keys
 from celery_sim.errors import HarnessError
 
@@ -55,10 +56,7 @@ class RunQueues:
     def delete_reply_queues(self) -> None:
         """Delete the rpc:// reply queues this run's threads made: named by thread, not by run,
         and left on the broker for a day otherwise. Call it once their consumers are stopped."""
-        from celery_sim.core.adopt import delete_queues
-
-        if self.h.reply_queues:
-            delete_queues(self.h.app, self.h.reply_queues)
+        delete_queues(self.h.app, self.h.reply_queues)
 
     def delete_from_broker(self) -> None:
         """Delete this run's queues (and their messages) and exchanges, so that a shared broker keeps
@@ -81,21 +79,10 @@ class RunQueues:
             control = self.h.ns.control_exchange
             exchanges |= {f"{control}.pidbox", f"reply.{control}.pidbox", self.h.ns.event_exchange}
         exchanges -= {str(self.h.app.amqp.queues[q].exchange.name) for q in keep if q in self.h.app.amqp.queues}
+        delete_queues(self.h.app, [self.h.app.amqp.queues[name] for name in queues])
         with self.h.app.connection_for_write() as conn:
-            for name in queues:
-                channel: Any = conn.channel()
-                try:
-                    # Declared first: kombu's virtual transports (Redis) delete only the bindings
-                    # this connection knows of, and would leave the run's binding keys behind.
-                    queue = self.h.app.amqp.queues[name].bind(channel)
-                    queue.declare()
-                    queue.delete()
-                except ChannelError:
-                    pass  # not on this broker (never declared, or already gone)
-                finally:
-                    channel.close()
             for name in sorted(exchanges):
-                channel = conn.channel()
+                channel: Any = conn.channel()
                 try:
                     channel.exchange_delete(name)
                 except (ChannelError, KeyError):

@@ -21,6 +21,7 @@ from typing import Any
 
 from celery import Celery, states
 from celery._state import _tls  # type: ignore[attr-defined]
+from kombu import Queue
 from kombu.utils.imports import symbol_by_name
 
 from celery_sim.core import timewarp
@@ -42,7 +43,10 @@ _CLAIM = threading.Lock()
 
 
 def instrument(
-    app: Celery, ns: Namespace, backends: weakref.WeakSet[Any] | None = None, reply_queues: set[str] | None = None
+    app: Celery,
+    ns: Namespace,
+    backends: weakref.WeakSet[Any] | None = None,
+    reply_queues: dict[str, Queue] | None = None,
 ) -> None:
     """Record ``app``'s publishing (with time compression) and ``update_state``, and route it into ``ns``.
 
@@ -84,7 +88,7 @@ def instrument(
     app.__dict__["_get_backend"] = get_backend
 
 
-def _note_reply_queue(backend: Any, reply_queues: set[str]) -> None:
+def _note_reply_queue(backend: Any, reply_queues: dict[str, Queue]) -> None:
     """Note the reply queue of an rpc backend: named after the thread it was made for (a uuid).
 
     Celery declares it auto-delete, which RabbitMQ applies only once a consumer has come and gone;
@@ -96,21 +100,28 @@ def _note_reply_queue(backend: Any, reply_queues: set[str]) -> None:
     from celery.backends.rpc import RPCBackend
 
     if isinstance(backend, RPCBackend):
-        reply_queues.add(str(backend.oid))  # the thread this backend was made for
+        binding = backend.binding  # named after the thread this backend was made for
+        reply_queues[str(binding.name)] = binding
 
 
-def delete_queues(app: Celery, names: Iterable[str]) -> None:
-    """Delete the queues ``names`` on ``app``'s broker, each that exists (a channel each: a
-    broker's error closes the channel it came on)."""
+def delete_queues(app: Celery, queues: Iterable[Queue]) -> None:
+    """Delete ``queues`` (with their messages and bindings) on ``app``'s broker, each that exists.
+
+    Each is declared first, as given: kombu's virtual transports (Redis) delete only the bindings
+    the connection knows of, and would leave binding keys behind. A channel each: a broker's
+    error closes the channel it came on.
+    """
     from kombu.exceptions import ChannelError
 
     with app.connection_for_write() as conn:
-        for name in sorted(names):
+        for queue in queues:
             channel: Any = conn.channel()
             try:
-                channel.queue_delete(name)
+                bound = queue.bind(channel)
+                bound.declare()
+                bound.delete()
             except ChannelError:
-                pass  # already gone
+                pass  # not on this broker (never declared, or already gone)
             finally:
                 channel.close()
 
@@ -164,7 +175,7 @@ class Adoption:
         #: Every result backend the app creates during the run (one per thread), released at stop.
         self.backends: weakref.WeakSet[Any] = weakref.WeakSet()
         #: The rpc reply queues the app's threads declared (see :func:`_note_reply_queue`).
-        self.reply_queues: set[str] = set()
+        self.reply_queues: dict[str, Queue] = {}
         self._saved: dict[str, Any] | None = None
 
     @classmethod

@@ -128,7 +128,7 @@ class UrlBroker(Broker):
         self.url = url
         scheme = urlsplit(url).scheme
         self.name = "redis" if scheme.startswith("redis") else "amqp"
-        self.result_backend = result_backend or (url if self.name == "redis" else "redis://127.0.0.1:6379/0")
+        self.result_backend = result_backend or (url if self.name == "redis" else DEFAULT_REDIS_URL)
 
     def open(self, run_id: str) -> Endpoints:
         return Endpoints(broker_url=self.url, result_backend=self.result_backend, wake=lambda: None, close=lambda: None)

@@ -24,6 +24,8 @@ from celery_sim.observe.recorder import Recorder
 from celery_sim.observe.timeline import Timeline
 
 if TYPE_CHECKING:
+    from kombu import Queue
+
     from celery_sim.core.expect import TaskExpectation
 
 __all__ = ["WORKER_KINDS", "Harness", "HarnessConfig", "Worker"]
@@ -263,9 +265,9 @@ class Harness:
         return backend_kind(self.config.result_backend)
 
     @property
-    def reply_queues(self) -> frozenset[str]:
-        """The rpc:// reply queues this run's threads declared (deleted with the run's queues)."""
-        return frozenset(self._adoption.reply_queues) if self._adoption is not None else frozenset()
+    def reply_queues(self) -> list[Queue]:
+        """The rpc:// reply queues of this run's threads (deleted with the run's queues)."""
+        return list(self._adoption.reply_queues.values()) if self._adoption is not None else []
 
     @property
     def spec(self) -> AppSpec | None:

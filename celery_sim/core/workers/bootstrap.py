@@ -62,7 +62,7 @@ def _delete_reply_queues(sender: Any = None, **kw: Any) -> None:
     """The rpc:// reply queues this worker's threads made (answering ``revoke`` makes one)."""
     if _adoption.reply_queues:
         try:
-            delete_queues(app, _adoption.reply_queues)
+            delete_queues(app, _adoption.reply_queues.values())
         except Exception:  # the broker may be gone as the worker stops
             logging.getLogger(__name__).warning("could not delete rpc reply queues", exc_info=True)
 

@@ -16,6 +16,7 @@ from celery_sim.core.brokers import (
     BROKERS,
     DEFAULT_REDIS_URL,
     URL_SCHEMES,
+    UrlBroker,
     mask_url,
     resolve_broker,
     validate_result_backend,
@@ -369,7 +370,7 @@ def send_command(
     console = Console(highlight=False)
     if external:
         assert real_broker is not None
-        backend = result_backend or (real_broker if real_broker.startswith(("redis", "rediss")) else DEFAULT_REDIS_URL)
+        backend = UrlBroker(real_broker, result_backend).result_backend  # as for complete: Redis by default
         console.print(f"{escape(sending.name)} by name to {escape(mask_url(real_broker))}, for the workers there")
         outcome = send_external(real_broker, backend, sending, queue=queue, wait=wait)
         render_call(console, outcome, str)

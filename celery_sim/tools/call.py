@@ -6,6 +6,7 @@ import difflib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
@@ -94,21 +95,28 @@ def call_task(
             harness.start_worker([queue], name="call", concurrency=1)
     started = monotonic()
     result = harness.app.tasks[name].apply_async(tuple(args), kwargs, **options)
-    return follow(harness, result, name, wait, started)
+    return follow(result, name, wait, started, harness.diagnose, harness.timeline.events)
 
 
-def follow(harness: Harness, result: Any, name: str, wait: float, started: float) -> CallOutcome:
-    """Wait up to ``wait`` seconds for ``result``'s end: its value, its error, or the diagnosis."""
+def follow(
+    result: Any,
+    name: str,
+    wait: float,
+    started: float,
+    diagnose: Callable[[Any], str],
+    events: Callable[[], list[Event]] = list,
+) -> CallOutcome:
+    """Wait up to ``wait`` seconds for ``result``'s end: its value, its error, or ``diagnose(result)``."""
     outcome = CallOutcome(result.id, name, "PENDING")
     try:
         outcome.result = result.get(timeout=wait, propagate=True)
         outcome.state = "SUCCESS"
     except CeleryTimeout:
         outcome.state = str(result.state)
-        outcome.diagnosis = harness.diagnose(result)
+        outcome.diagnosis = diagnose(result)
     except Exception as exc:  # the task's own error, rebuilt by Celery
         outcome.state = str(result.state)
         outcome.error = f"{type(exc).__name__}: {exc}"
     outcome.duration_s = monotonic() - started
-    outcome.events = harness.timeline.events()
+    outcome.events = events()
     return outcome

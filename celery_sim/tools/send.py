@@ -85,7 +85,7 @@ def send_on_harness(harness: Harness, sending: Sending, *, queue: str | None, wa
     with _example(sending) as message:
         started = monotonic()
         result = harness.app.send_task(message.name, message.args, message.kwargs, **options)
-        return follow(harness, result, message.name, wait, started)
+        return follow(result, message.name, wait, started, harness.diagnose, harness.timeline.events)
 
 
 def send_external(
@@ -95,9 +95,6 @@ def send_external(
 
     The result is read, then forgotten, so that nothing of this call stays on the broker.
     """
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
-    from celery_sim.tools.doctor import examine
     from demos.sending.celery_app import app as guide_app
 
     app = Celery("sending-client", set_as_current=False)
@@ -107,22 +104,7 @@ def send_external(
             started = monotonic()
             options: dict[str, Any] = {"queue": queue} if queue else {}
             result = app.send_task(message.name, message.args, message.kwargs, **options)
-            outcome = CallOutcome(result.id, message.name, "PENDING")
-            try:
-                outcome.result = result.get(timeout=wait, propagate=True)
-                outcome.state = "SUCCESS"
-            except CeleryTimeout:
-                outcome.state = str(result.state)
-                outcome.diagnosis = _unconsumed(app, queue) if queue else None
-                if outcome.diagnosis is None:
-                    finding = examine(app, result.id, message.name)
-                    outcome.diagnosis = (
-                        f"{finding.cause}. {finding.fix}".strip(". ") + "; " + "; ".join(finding.evidence)
-                    )
-            except Exception as exc:  # the task's own error, rebuilt by Celery
-                outcome.state = str(result.state)
-                outcome.error = f"{type(exc).__name__}: {exc}"
-            outcome.duration_s = monotonic() - started
+            outcome = follow(result, message.name, wait, started, lambda r: _diagnose(app, r, message.name, queue))
             if outcome.state in ("SUCCESS", "FAILURE"):
                 result.forget()
             return outcome
@@ -130,10 +112,22 @@ def send_external(
         app.close()
 
 
+def _diagnose(app: Celery, result: Any, name: str, queue: str | None) -> str:
+    """Why ``result`` did not end: the queue it was sent to has no consumer, or the doctor's finding."""
+    from celery_sim.tools.doctor import examine
+
+    said = _unconsumed(app, queue) if queue else None
+    if said is not None:
+        return said
+    finding = examine(app, result.id, name)
+    return f"{finding.cause}. {finding.fix}".strip(". ") + "; " + "; ".join(finding.evidence)
+
+
 def _unconsumed(app: Celery, queue: str) -> str | None:
     """If no live worker consumes ``queue``: that diagnosis; the queue is deleted when this call's
     message is all it holds (nothing of the call stays on the broker). None if a worker consumes it."""
     from celery_sim.core.admin import message_count
+    from celery_sim.core.adopt import delete_queues
     from celery_sim.tools.doctor import json_control
 
     replies = json_control(app).inspect(timeout=1.0).active_queues() or {}
@@ -142,11 +136,6 @@ def _unconsumed(app: Celery, queue: str) -> str | None:
     waiting = message_count(app, queue)
     said = f"no worker consumes queue {queue!r} ({waiting or 0} message(s) waiting; live workers: {', '.join(sorted(replies)) or 'none'})"
     if waiting == 1:
-        from kombu import Exchange, Queue
-
-        with app.connection_for_write() as conn:  # as Celery declared it for the send, so its bindings go too
-            bound = Queue(queue, Exchange(queue, type="direct"), routing_key=queue)(conn.default_channel)
-            bound.declare()
-            bound.delete()
+        delete_queues(app, [app.amqp.queues[queue]])  # as Celery declared it for the send
         said += "; the queue held only this message and was deleted"
     return said + f"; start a worker with -Q {queue}, or send without --queue (the task's own route)"

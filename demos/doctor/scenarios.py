@@ -19,15 +19,9 @@ from celery_sim.scenarios.scenario import Context, scenario
 from celery_sim.tools.doctor import Finding, examine
 from demos.calling.tasks import add
 from demos.config import RPC_NO_STORE
+from demos.doctor.checks import NO_REPLY_S, REPLY_TIMEOUT_S, names_cause
 from demos.doctor.tasks import hold, quiet, release
 from demos.routing.tasks import nightly_export
-
-#: The doctor's reply timeout here. Each broadcast returns as soon as every worker of the run has
-#: answered, so only "no worker at all" waits it out (with the shorter NO_REPLY_S); a real
-#: deployment's `doctor` waits 1 s, as `celery inspect` does. (On Redis, the broadcast after one
-#: that nobody answered takes about 0.6 s: measured, hence not less than 2 s.)
-REPLY_TIMEOUT_S = 2.0
-NO_REPLY_S = 0.5
 
 
 def _examine(
@@ -35,17 +29,6 @@ def _examine(
 ) -> Finding:
     return examine(
         app or ctx.app, task_id, task_name, reply_timeout=REPLY_TIMEOUT_S, workers=len(ctx.harness.hostnames)
-    )
-
-
-def _names(ctx: Context, what: str, finding: Finding, kind: str, *says: str, ok: bool = False) -> bool:
-    """Check that the doctor named cause ``kind`` (and said ``says``, and judged ``ok``)."""
-    text = " ".join([finding.cause, *finding.evidence])
-    return ctx.check(
-        f"{what}: the doctor names",
-        {"kind": kind, "ok": ok, "says": list(says)},
-        {"kind": finding.kind, "ok": finding.ok, "cause": finding.cause},
-        passed=finding.kind == kind and finding.ok == ok and all(s in text for s in says),
     )
 
 
@@ -74,8 +57,8 @@ def unregistered(ctx: Context) -> None:
     name = "demos.doctor.no_such_task"
     result = ctx.app.send_task(name, queue=ctx.queue("default"))
     ctx.eventually(lambda: result.state, lambda s: s == "FAILURE", timeout=5.0)
-    _names(ctx, "by id", _examine(ctx, result.id), "unregistered", name)
-    _names(ctx, "by name", _examine(ctx, task_name=name), "unregistered", "registered on no live worker")
+    names_cause(ctx, "by id", _examine(ctx, result.id), "unregistered", name)
+    names_cause(ctx, "by name", _examine(ctx, task_name=name), "unregistered", "registered on no live worker")
 
 
 @scenario(
@@ -87,7 +70,7 @@ def unconsumed_queue(ctx: Context) -> None:
     result = nightly_export.delay()  # routed to reports_queue, which no worker of the run consumes
     finding = _examine(ctx, result.id, nightly_export.name)
     queue = ctx.queue("reports_queue")
-    _names(ctx, "nobody consumes it", finding, "unconsumed-queue", f"queue {queue!r}", "1 message(s) waiting")
+    names_cause(ctx, "nobody consumes it", finding, "unconsumed-queue", f"queue {queue!r}", "1 message(s) waiting")
     ctx.check("the state the client sees", "PENDING", result.state)
 
 
@@ -101,10 +84,10 @@ def scheduled_revoked(ctx: Context) -> None:
     with ctx.time_scale(1.0):
         result = hold.apply_async((f"scheduled-{uuid.uuid4().hex}",), countdown=600)
     ctx.eventually(lambda: ctx.ran_on(result.id), lambda h: h is not None, timeout=5.0)
-    _names(ctx, "countdown=600", _examine(ctx, result.id), "scheduled", "scheduled for later", host, ok=True)
+    names_cause(ctx, "countdown=600", _examine(ctx, result.id), "scheduled", "scheduled for later", host, ok=True)
     replies = ctx.app.control.revoke(result.id, reply=True, timeout=2.0, limit=len(ctx.harness.hostnames))
     ctx.check("every worker acknowledged revoke()", len(ctx.harness.hostnames), len(replies or []))
-    _names(ctx, "after revoke()", _examine(ctx, result.id), "revoked", "revoked", host)
+    names_cause(ctx, "after revoke()", _examine(ctx, result.id), "revoked", "revoked", host)
 
 
 @scenario(
@@ -120,8 +103,8 @@ def reserved_active(ctx: Context) -> None:
         ctx.eventually(lambda: ctx.timeline.first(running.id, "started"), lambda e: e is not None, timeout=5.0)
         waiting = hold.delay(key)
         ctx.eventually(lambda: ctx.ran_on(waiting.id), lambda h: h is not None, timeout=5.0)
-        _names(ctx, "the task holding the slot", _examine(ctx, running.id), "active", "is running", host, ok=True)
-        _names(ctx, "the task behind it", _examine(ctx, waiting.id), "reserved", "reserved behind busy pool slots")
+        names_cause(ctx, "the task holding the slot", _examine(ctx, running.id), "active", "is running", host, ok=True)
+        names_cause(ctx, "the task behind it", _examine(ctx, waiting.id), "reserved", "reserved behind busy pool slots")
     finally:
         release(ctx.app, key)
     ctx.check("both ran once released", ["released", "released"], [ctx.wait(running), ctx.wait(waiting)])
@@ -137,7 +120,7 @@ def expired(ctx: Context) -> None:
         result = add.apply_async((1, 2), expires=datetime.now(timezone.utc) - timedelta(seconds=1))
     state, _ = ctx.outcome(result)
     ctx.check("the state the worker stored", "REVOKED", state)
-    _names(ctx, "expires in the past", _examine(ctx, result.id, add.name), "expired", "expired")
+    names_cause(ctx, "expires in the past", _examine(ctx, result.id, add.name), "expired", "expired")
 
 
 @scenario(
@@ -150,24 +133,26 @@ def result_settings(ctx: Context) -> None:
     silent = quiet.delay(7)
     ctx.eventually(lambda: ctx.timeline.first(silent.id, "succeeded"), lambda e: e is not None, timeout=5.0)
     ctx.check("ignore_result=True: the state the client sees after it ran", "PENDING", silent.state)
-    _names(ctx, "ignore_result=True", _examine(ctx, silent.id, quiet.name), "ignore-result", "ignore_result=True")
+    names_cause(ctx, "ignore_result=True", _examine(ctx, silent.id, quiet.name), "ignore-result", "ignore_result=True")
 
     done = add.delay(2, 3)
     ctx.check("a task that ran", 5, ctx.wait(done))
     with _client(ctx, result_backend=None) as client:
-        _names(ctx, "client without result_backend", _examine(ctx, done.id, add.name, client), "no-result-backend")
+        names_cause(ctx, "client without result_backend", _examine(ctx, done.id, add.name, client), "no-result-backend")
     with _client(ctx, result_backend="cache+memory://") as client:
-        _names(
+        names_cause(
             ctx, "client reading another backend", _examine(ctx, done.id, add.name, client), "backend-mismatch",
             "cache+memory://",
         )  # fmt: skip
     with _client(ctx, task_serializer="pickle", accept_content=["json", "pickle"]) as client:
-        _names(
+        names_cause(
             ctx, "client sending pickle to a JSON-only worker", _examine(ctx, task_name=add.name, app=client),
             "serializer-mismatch", "pickle",
         )  # fmt: skip
     done.forget()  # what result_expires (or a cache's eviction) does to a stored result
-    _names(ctx, "result deleted after it was stored", _examine(ctx, done.id, add.name), "result-missing", "expired")
+    names_cause(
+        ctx, "result deleted after it was stored", _examine(ctx, done.id, add.name), "result-missing", "expired"
+    )
 
 
 @scenario(
@@ -180,5 +165,5 @@ def no_worker(ctx: Context) -> None:
     side.stop_workers([side.main_worker])
     result = side.app.tasks[add.name].delay(1, 2)
     finding = examine(side.app, result.id, add.name, reply_timeout=NO_REPLY_S)
-    _names(ctx, "no worker", finding, "no-worker", "nobody answered ping")
+    names_cause(ctx, "no worker", finding, "no-worker", "nobody answered ping")
     ctx.check("the task waits in its queue", 1, side.queue_size("default"))

@@ -17,11 +17,12 @@ from celery_sim.scenarios.scenario import Context, scenario
 from celery_sim.tools.doctor import examine
 from demos.apps import app_harness
 from demos.config import RPC_NO_STORE
+from demos.doctor.checks import NO_REPLY_S, REPLY_TIMEOUT_S, names_cause
 from demos.sending.celery_app import EXECUTE, HEALTH, HELLO
 from demos.sending.params import example_params
 
 APP = "demos.sending.celery_app:app"
-REPLY_TIMEOUT_S = 2.0
+STEP = "PENDING checklist, "
 
 #: A bad field of the guide's params -> the dotted field the error must name.
 BAD_PARAMS: list[tuple[str, Any, str]] = [
@@ -100,26 +101,16 @@ def _sending(ctx: Context, h: Harness) -> None:
     _pending_checklist(ctx, h)
 
 
-def _names(ctx: Context, step: str, kind: str, finding: Any, *says: str) -> None:
-    text = " ".join([finding.cause, *finding.evidence])
-    ctx.check(
-        f"PENDING checklist, {step}: the doctor names",
-        {"kind": kind, "says": list(says)},
-        {"kind": finding.kind, "cause": finding.cause},
-        passed=finding.kind == kind and all(s in text for s in says),
-    )
-
-
 def _pending_checklist(ctx: Context, h: Harness) -> None:
     """The guide's list of why a task stays PENDING, each cause made and recognised."""
     app, ask = h.app, {"reply_timeout": REPLY_TIMEOUT_S, "workers": len(h.hostnames)}
     misspelled = app.send_task("tasks.secretflow.hello_task")
     ctx.eventually(lambda: misspelled.state, lambda s: s == "FAILURE", timeout=5.0)
-    _names(
+    names_cause(
         ctx,
-        "a task name the worker does not register",
-        "unregistered",
+        f"{STEP}a task name the worker does not register",
         examine(app, misspelled.id, **ask),
+        "unregistered",
         "tasks.secretflow.hello_task",
     )
     client = Celery("sending-client", set_as_current=False)
@@ -127,7 +118,12 @@ def _pending_checklist(ctx: Context, h: Harness) -> None:
     client.conf.update({**dict(app.conf.changes), "result_backend": None, "task_routes": {HEALTH: route}})
     try:
         unseen = client.send_task(HEALTH)
-        _names(ctx, "a client without a result backend", "no-result-backend", examine(client, unseen.id, HEALTH, **ask))
+        names_cause(
+            ctx,
+            f"{STEP}a client without a result backend",
+            examine(client, unseen.id, HEALTH, **ask),
+            "no-result-backend",
+        )
     finally:
         client.close()
     # `celery -A demos.sending worker` without -Q consumes the default queue only: the same as the
@@ -136,18 +132,18 @@ def _pending_checklist(ctx: Context, h: Harness) -> None:
     replies = app.control.cancel_consumer(queue, destination=list(h.hostnames), reply=True, timeout=REPLY_TIMEOUT_S)
     ctx.check("cancel_consumer secretflow_queue: acknowledged", len(h.hostnames), len(replies or []))
     waiting = app.send_task(HELLO)
-    _names(
+    names_cause(
         ctx,
-        "the worker not consuming secretflow_queue (as one started without -Q)",
-        "unconsumed-queue",
+        f"{STEP}the worker not consuming secretflow_queue (as one started without -Q)",
         examine(app, waiting.id, HELLO, **ask),
+        "unconsumed-queue",
         "1 message(s) waiting",
     )
     h.stop_workers(list(h.workers))
-    _names(
+    names_cause(
         ctx,
-        "no worker running",
+        f"{STEP}no worker running",
+        examine(app, waiting.id, HELLO, reply_timeout=NO_REPLY_S),
         "no-worker",
-        examine(app, waiting.id, HELLO, reply_timeout=0.5),
         "nobody answered ping",
     )

@@ -11,7 +11,6 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from time import monotonic
 from typing import Any
 
 from celery_sim.errors import UsageError
@@ -83,11 +82,8 @@ def serve(
         # Ctrl-C and `kill` both stop it cleanly; SIGINT explicitly, as a shell script starts
         # background commands with SIGINT ignored.
         previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-        deadline = None if duration is None else monotonic() + duration
         try:
-            while not stop.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - monotonic()))):
-                if deadline is not None and monotonic() >= deadline:
-                    break
+            stop.wait(duration)  # a signal handler runs in this (main) thread while it waits
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

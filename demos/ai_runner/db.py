@@ -16,10 +16,18 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, Integer, String, Text, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["DEFAULT_URL", "AITask", "Base", "database_url", "engine_for", "get_sync_db_session", "init_db"]
+__all__ = [
+    "DEFAULT_URL",
+    "AITask",
+    "Base",
+    "database_url",
+    "dispose",
+    "engine_for",
+    "get_sync_db_session",
+    "init_db",
+]
 
 DEFAULT_URL = "sqlite:///ai_runner.db"
-STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED")
 
 
 class Base(DeclarativeBase):

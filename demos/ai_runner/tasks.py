@@ -52,7 +52,7 @@ def run_ai_text_generation(self: Any, task_id: str, prompt: str, model: str) -> 
         if already_done(row):  # a redelivered or repeated message: the work is done
             return {"id": task_id, "status": row.status, "text": row.result, "repeated": True}
         row.status, row.celery_id, row.attempts = "PROCESSING", self.request.id, row.attempts + 1
-        attempt = row.attempts
+        attempt, generations = row.attempts, row.generations
     try:
         if self.request.retries < network_failures(prompt):
             raise ModelUnavailable(f"model server unreachable (attempt {attempt})")
@@ -71,14 +71,8 @@ def run_ai_text_generation(self: Any, task_id: str, prompt: str, model: str) -> 
         progress = i * 100 // CHUNKS
         _update(task_id, progress=progress, result=" ".join(done))
         self.update_state(state="PROGRESS", meta={"progress": progress, "chunks": i})
-    row = _update(task_id, status="COMPLETED", progress=100, error=None, generations=_generations(task_id) + 1)
+    row = _update(task_id, status="COMPLETED", progress=100, error=None, generations=generations + 1)
     return {"id": task_id, "status": row.status, "text": row.result, "repeated": False}
-
-
-def _generations(row_id: str) -> int:
-    with get_sync_db_session() as session:
-        row = session.get(AITask, row_id)
-        return row.generations if row is not None else 0
 
 
 @app.task(name=DEMO)

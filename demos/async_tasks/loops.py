@@ -11,12 +11,10 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["loops_made", "run"]
+__all__ = ["run"]
 
 T = TypeVar("T")
 _local = threading.local()
-_made = 0
-_lock = threading.Lock()
 
 
 class _Held:
@@ -31,12 +29,9 @@ class _Held:
 
 
 def _loop() -> asyncio.AbstractEventLoop:
-    global _made
     held: _Held | None = getattr(_local, "held", None)
     if held is None or held.loop.is_closed():
         held = _local.held = _Held()
-        with _lock:
-            _made += 1
     return held.loop
 
 
@@ -44,8 +39,3 @@ def run(coro: Coroutine[Any, Any, T]) -> tuple[T, int]:
     """Run ``coro`` to its end on this thread's loop; returns its value and the loop's id."""
     loop = _loop()
     return loop.run_until_complete(coro), id(loop)
-
-
-def loops_made() -> int:
-    """How many loops this process has made so far."""
-    return _made

@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from demos.async_tasks.celery_app import app
-from demos.async_tasks.loops import loops_made, run
+from demos.async_tasks.loops import run
 
 
 @app.task(name="demos.async_tasks.native")
@@ -60,7 +60,6 @@ def stream_words(self: Any, words: list[str], host: str, port: int, redis_url: s
     return {
         "chunks": chunks,
         "loop": loop_id,
-        "loops_made": loops_made(),
         "pid": os.getpid(),
         "hostname": self.request.hostname,
     }

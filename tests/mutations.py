@@ -153,6 +153,13 @@ def no_task_started_event(monkeypatch: Any) -> None:
 # -- the guides' demo apps (their own Celery apps, patched in place for one test) ------------------
 
 
+def rate_limit_not_applied(mp: Any) -> None:
+    """The rate_limit command sets the task's rate_limit, but the consumer's token buckets stay as they were."""
+    from celery.worker.consumer import Consumer
+
+    mp.setattr(Consumer, "reset_rate_limits", lambda self: None)
+
+
 def sending_hello_to_web_queue(mp: Any) -> None:
     from demos.sending.celery_app import HELLO, app
 

@@ -286,7 +286,12 @@ MUTATIONS: dict[str, list[Mutation]] = {
             "add_consumer sends nothing",
             "add_consumer: acknowledged",
             patch=lambda mp: mp.setattr(Control, "add_consumer", lambda *args, **kwargs: []),
-        )
+        ),
+        Mutation(
+            "the worker acknowledges a rate limit but keeps its old buckets",
+            "rate_limit 20/s",
+            patch=mutations.rate_limit_not_applied,
+        ),
     ],
     "demo.sending": [
         Mutation(

@@ -10,7 +10,12 @@ from typing import Any
 from celery_sim.core.harness import Harness
 from celery_sim.scenarios.scenario import Context
 
-__all__ = ["app_harness"]
+__all__ = ["LANE", "app_harness"]
+
+#: The demo apps' scenarios run one after another in a lane of their own, beside the catalog's
+#: other lanes (see :class:`~celery_sim.scenarios.runner.Runner`): each builds a harness of its
+#: app and mostly waits on it, and none has a timing check that other work can shorten.
+LANE = "demo"
 
 #: Lasting app harnesses: run harness -> app path -> the app's harness (stopped with the run).
 _LASTING: weakref.WeakKeyDictionary[Harness, dict[str, Harness]] = weakref.WeakKeyDictionary()

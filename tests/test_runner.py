@@ -196,3 +196,41 @@ def test_an_interrupted_run_says_so_with_what_passed() -> None:
     assert "INTERRUPTED  1 scenario(s): 1 passed" in text
     assert "NOT ALL PASSED" not in text
     assert "Not run: family.next" in text
+
+
+def test_declared_lanes_run_side_by_side_each_on_its_own_harness_and_the_report_keeps_the_given_order() -> None:
+    together = threading.Barrier(3, timeout=5.0)  # broken unless one scenario of each lane runs at once
+    seen: dict[str, str] = {}
+
+    def meeting(ctx: Context) -> None:
+        seen[ctx.scenario.name] = ctx.harness.ns.run_id
+        together.wait()
+        passing(ctx)
+
+    def alone(ctx: Context) -> None:
+        seen[ctx.scenario.name] = ctx.harness.ns.run_id
+        passing(ctx)
+
+    scenarios = [
+        Scenario("test.a1", "lane a, first", meeting, None, lane="a"),
+        Scenario("test.main", "the main lane", meeting),
+        Scenario("test.a2", "lane a, after a1", alone, None, lane="a"),
+        Scenario("test.b", "lane b", meeting, None, lane="b"),
+    ]
+    report = run(*scenarios, lanes=True)
+    assert [r.name for r in report.results] == ["test.a1", "test.main", "test.a2", "test.b"]
+    assert all(r.status is Status.PASSED for r in report.results), [(r.name, r.diagnosis) for r in report.results]
+    assert seen["test.a1"] == seen["test.a2"], "one lane, one harness"
+    assert len({seen["test.a1"], seen["test.main"], seen["test.b"]}) == 3, "a harness per lane"
+
+
+def test_without_lanes_declared_lanes_run_in_order_on_one_harness() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def record(ctx: Context) -> None:
+        seen.append((ctx.scenario.name, ctx.harness.ns.run_id))
+        passing(ctx)
+
+    run(Scenario("test.x", "lane x", record, None, lane="x"), make("test.main", record))
+    assert [name for name, _ in seen] == ["test.x", "test.main"]
+    assert len({run_id for _, run_id in seen}) == 1

@@ -99,6 +99,8 @@ class LiveReporter:
         )
         self._overall: TaskID | None = None
         self._bars: dict[str, TaskID] = {}
+        #: The scenarios running now: one per lane.
+        self._running: list[str] = []
         self._lock = threading.Lock()
 
     def run_started(self, scenarios: Sequence[Scenario], report: RunReport) -> None:
@@ -107,8 +109,13 @@ class LiveReporter:
         self._overall = self._progress.add_task("scenarios", total=len(scenarios))
 
     def scenario_started(self, scenario: Scenario) -> None:
+        with self._lock:
+            self._running.append(scenario.name)
+            self._describe()
+
+    def _describe(self) -> None:
         if self._overall is not None:
-            self._progress.update(self._overall, description=f"[bold]{scenario.name}[/]")
+            self._progress.update(self._overall, description=f"[bold]{escape(', '.join(self._running))}[/]")
 
     def scenario_progress(self, scenario: Scenario, label: str, current: int, total: int) -> None:
         with self._lock:
@@ -123,6 +130,9 @@ class LiveReporter:
         with self._lock:
             for key in [k for k in self._bars if k.startswith(result.name + ":")]:
                 self._progress.remove_task(self._bars.pop(key))
+            if result.name in self._running:
+                self._running.remove(result.name)
+                self._describe()
         self._progress.console.print(line)
         if self._overall is not None:
             self._progress.advance(self._overall)

@@ -141,10 +141,11 @@ class Runner:
     """Runs scenarios one after another on one harness, rebuilt if a scenario leaves it unusable.
 
     ``timeout`` overrides every scenario's own deadline; ``run_timeout`` bounds the whole run
-    (scenarios not started by then are reported as skipped). With ``lanes``, the scenarios
-    declared ``concurrent`` (long waits on something of their own, such as a private broker being
-    restarted, with loose timing checks) run in a second lane beside the others, on a harness of
-    their own; the report lists every result in the order given.
+    (scenarios not started by then are reported as skipped). With ``lanes``, the scenarios that
+    declare a ``lane`` run one after another in that lane, beside the main lane (the scenarios
+    declaring none) and the other lanes, each lane on a harness of its own; the report lists every
+    result in the order given. (If every scenario chosen declares a lane, the first lane runs on
+    the main harness.)
     """
 
     def __init__(
@@ -163,7 +164,7 @@ class Runner:
         self._default_timeout = default_timeout
         self._run_timeout = run_timeout
         self._lanes = lanes
-        #: Set when the run is interrupted: a second lane stops at its next scenario.
+        #: Set when the run is interrupted: the other lanes stop at their next scenario.
         self._stopping = threading.Event()
         self._lock = threading.Lock()
 
@@ -176,27 +177,45 @@ class Runner:
         )
         if self._observer:
             self._observer.run_started(scenarios, report)
-        beside = [s for s in scenarios if s.concurrent] if self._lanes and len(scenarios) > 1 else []
-        lane: threading.Thread | None = None
-        if beside:
-            lane = threading.Thread(target=self._second_lane, args=(beside, report, run_deadline), name="csim-lane")
-            lane.start()
+        main, beside = self._split(scenarios)
+        lanes = [
+            threading.Thread(target=self._other_lane, args=(its, report, run_deadline), name=f"csim-lane-{n}")
+            for n, its in enumerate(beside, 1)
+        ]
+        for thread in lanes:
+            thread.start()
         try:
-            self._lane(harness, [s for s in scenarios if s not in beside], report, run_deadline)
+            self._lane(harness, main, report, run_deadline)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
             if report.interrupted:
                 self._stopping.set()
-            if lane is not None:
-                self._join(lane, beside, report)
+            for thread, its in zip(lanes, beside, strict=True):
+                self._join(thread, its, report)
             order = {s.name: i for i, s in enumerate(scenarios)}
             report.results.sort(key=lambda r: order.get(r.name, len(order)))
             report.duration_s = monotonic() - started
         return report
 
+    def _split(self, scenarios: Sequence[Scenario]) -> tuple[list[Scenario], list[list[Scenario]]]:
+        """The main lane's scenarios, and those of each declared lane (in order of first mention)."""
+        if not self._lanes or len(scenarios) < 2:
+            return list(scenarios), []
+        main: list[Scenario] = []
+        declared: dict[str, list[Scenario]] = {}
+        for item in scenarios:
+            if item.lane:
+                declared.setdefault(item.lane, []).append(item)
+            else:
+                main.append(item)
+        beside = list(declared.values())
+        if not main and beside:
+            main = beside.pop(0)
+        return main, beside
+
     def _join(self, lane: threading.Thread, beside: Sequence[Scenario], report: RunReport) -> None:
-        """Wait for the second lane (bounded by its scenarios' deadlines), stopping it on Ctrl-C."""
+        """Wait for a lane (bounded by its scenarios' deadlines), stopping the lanes on Ctrl-C."""
         bound = sum(self._timeout or s.timeout or self._default_timeout for s in beside) + 30.0
         deadline = monotonic() + bound
         while lane.is_alive() and monotonic() < deadline:
@@ -206,13 +225,13 @@ class Runner:
                 report.interrupted = True
                 self._stopping.set()
 
-    def _second_lane(self, scenarios: Sequence[Scenario], report: RunReport, run_deadline: float | None) -> None:
+    def _other_lane(self, scenarios: Sequence[Scenario], report: RunReport, run_deadline: float | None) -> None:
         try:
             self._lane(None, scenarios, report, run_deadline)
         except KeyboardInterrupt:  # the run was interrupted: what ran is reported
             pass
         except Exception as exc:  # a harness that could not even be built: its scenarios error
-            log.warning("the second lane stopped: %r", exc)
+            log.warning("a lane stopped: %r", exc)
             for item in scenarios:
                 if not any(r.name == item.name for r in report.results):
                     self._finish(report, ScenarioResult(item.name, item.summary, Status.ERROR, 0.0, diagnosis=str(exc)))
@@ -309,7 +328,7 @@ class Runner:
             until = started + limit + REPORT_MARGIN_S
             finished = attempt.done.wait(max(0.0, min(0.2, until - monotonic())))
             while not finished and monotonic() < until:
-                if self._stopping.is_set():  # the run was interrupted (this is the second lane)
+                if self._stopping.is_set():  # the run was interrupted (this is another lane)
                     raise KeyboardInterrupt
                 finished = attempt.done.wait(max(0.0, min(0.2, until - monotonic())))
         except KeyboardInterrupt:  # may arrive at any point once the scenario runs

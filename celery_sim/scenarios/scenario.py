@@ -433,8 +433,9 @@ class Scenario:
     skip_on: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: broker name -> what real Celery does differently there; the scenario runs and checks that.
     differs_on: Mapping[str, str] = field(default_factory=dict, compare=False)
-    #: It may run beside the others, on a harness of its own (see :class:`~celery_sim.scenarios.runner.Runner`).
-    concurrent: bool = False
+    #: The lane it runs in, beside the main lane, on a harness of the lane's own (see
+    #: :class:`~celery_sim.scenarios.runner.Runner`); None: the main lane.
+    lane: str | None = None
 
     @property
     def family(self) -> str:
@@ -497,19 +498,20 @@ def scenario(
     timeout: float | None = None,
     skip_on: Mapping[str, str] | None = None,
     differs_on: Mapping[str, str] | None = None,
-    concurrent: bool = False,
+    lane: str | None = None,
 ) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register the decorated function as scenario ``name`` in the catalog.
 
     ``skip_on`` declares brokers where the scenario is not run, each with the reason shown.
     ``differs_on`` declares brokers where Celery behaves differently, each with what differs; the
     scenario runs there and checks that behaviour (branching on :attr:`Context.broker`).
-    ``concurrent``: it waits long on something of its own (a private broker, a process) and its
-    timing checks are loose, so a run may start it beside the others, on a harness of its own.
+    ``lane``: a run may start it beside the scenarios of other lanes, after those of its own lane,
+    on a harness the lane has to itself. For scenarios that mostly wait (on a private broker, a
+    process, a timer) and whose timing checks hold beside other work; the main lane is None.
     """
 
     def register(fn: ScenarioFn) -> ScenarioFn:
-        REGISTRY.add(Scenario(name, summary, fn, timeout, dict(skip_on or {}), dict(differs_on or {}), concurrent))
+        REGISTRY.add(Scenario(name, summary, fn, timeout, dict(skip_on or {}), dict(differs_on or {}), lane))
         return fn
 
     return register

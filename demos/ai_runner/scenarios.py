@@ -21,7 +21,7 @@ from celery_sim.core.harness import Harness
 from celery_sim.scenarios.scenario import Context, scenario
 from demos.ai_runner.client import call
 from demos.ai_runner.generate import chunks
-from demos.apps import app_harness
+from demos.apps import LANE, app_harness
 from demos.config import RPC_NO_STORE
 
 APP = "demos.ai_runner.celery_app:app"
@@ -58,6 +58,7 @@ def _database() -> Iterator[str]:
     "progress, network errors retry and ValueError fails at once, redelivery is idempotent, no row lost",
     skip_on=RPC_NO_STORE,
     timeout=60.0,
+    lane=LANE,
 )
 def ai_runner(ctx: Context) -> None:
     from demos.ai_runner.api import create_app

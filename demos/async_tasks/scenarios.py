@@ -34,7 +34,7 @@ import redis
 from celery_sim.core.harness import Harness
 from celery_sim.embedded.fakeredis_server import FakeRedisServer
 from celery_sim.scenarios.scenario import Context, scenario
-from demos.apps import app_harness
+from demos.apps import LANE, app_harness
 
 APP = "demos.async_tasks.celery_app:app"
 WORDS = ["celery", "runs", "coroutines", "on", "one", "loop"]
@@ -46,6 +46,7 @@ STREAM_TIMEOUT_S = 10.0
     "demo.async_truth",
     "a guide's `async def` task in Celery 5.7: EncodeError (a coroutine is not JSON serializable), the body "
     "never runs, 'never awaited'; and an AsyncResult cannot be awaited",
+    lane=LANE,
 )
 def async_truth(ctx: Context) -> None:
     with warnings.catch_warnings(record=True) as caught:
@@ -175,6 +176,7 @@ def _pubsub_url(ctx: Context, h: Harness) -> Iterator[str]:
     "demo.async_pattern",
     "the pattern that works: a sync task runs its coroutine on its thread's own loop (reused, not one per task), "
     "fetches chunks concurrently over TCP and streams each to the caller over Redis pub/sub while it runs",
+    lane=LANE,
 )
 def async_pattern(ctx: Context) -> None:
     with app_harness(ctx, APP) as h:

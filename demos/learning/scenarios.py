@@ -15,7 +15,7 @@ from celery import chain, chord, group
 
 from celery_sim.core.harness import Harness
 from celery_sim.scenarios.scenario import Context, scenario
-from demos.apps import app_harness
+from demos.apps import LANE, app_harness
 from demos.config import RPC_NO_CHORDS, RPC_NO_STORE
 from demos.learning.smtp import Inbox
 from demos.timing.beat import VirtualClock, run_beat
@@ -27,7 +27,11 @@ def _task(h: Harness, name: str) -> object:
     return h.app.tasks[f"learning.{name}"]
 
 
-@scenario("demo.learning.basic", "the learning app's basic tasks: add, multiply, and a task reporting its progress")
+@scenario(
+    "demo.learning.basic",
+    "the learning app's basic tasks: add, multiply, and a task reporting its progress",
+    lane=LANE,
+)
 def basic(ctx: Context) -> None:
     with app_harness(ctx, APP, lasting=True) as h:
         tasks = h.app.tasks
@@ -43,6 +47,7 @@ def basic(ctx: Context) -> None:
     "demo.learning.canvas",
     "the learning app's canvas: a chain, a group and a chord (squares summed)",
     skip_on=RPC_NO_CHORDS,
+    lane=LANE,
 )
 def canvas(ctx: Context) -> None:
     with app_harness(ctx, APP, lasting=True) as h:
@@ -67,6 +72,7 @@ def canvas(ctx: Context) -> None:
 @scenario(
     "demo.learning.retries",
     "the learning app's retry strategies: exponential backoff (1, 2, 4 s) and a fixed 10 s delay, then success",
+    lane=LANE,
 )
 def retries(ctx: Context) -> None:
     with app_harness(ctx, APP, lasting=True) as h, h.time_scale(0.001):
@@ -90,6 +96,7 @@ def retries(ctx: Context) -> None:
     "the learning app's real-world tasks: email over real SMTP (refused twice, retried, delivered), an image with "
     "progress, CSV export and import, a report, temp-file cleanup",
     skip_on=RPC_NO_STORE,
+    lane=LANE,
 )
 def real_world(ctx: Context) -> None:
     with app_harness(ctx, APP, lasting=True) as h, tempfile.TemporaryDirectory(prefix="csim-learning-") as folder:
@@ -179,6 +186,7 @@ START = datetime(2026, 12, 1, 23, 58, 0, tzinfo=timezone.utc)
     "the learning app's beat schedule on a virtual clock: cleanup every 30 s and the daily report at 02:00, "
     "each sent by Celery's scheduler and run by the worker",
     skip_on=RPC_NO_STORE,
+    lane=LANE,
 )
 def beat(ctx: Context) -> None:
     from demos.learning.celery_app import beat_schedule

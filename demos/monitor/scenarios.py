@@ -260,7 +260,10 @@ def _in_worker(ctx: Context, control: Control, host: str) -> None:
             ctx.eventually(lambda t=task: ctx.ran_on(t.id), lambda h: h is not None, timeout=5.0)
 
         def ids(replies: dict[str, Any] | None) -> list[str]:
-            return [item.get("request", item).get("id") for item in (replies or {}).get(host, [])]
+            # Embedded workers share Celery's module-level lists of active and reserved requests,
+            # so each answers with the others' too; every request names the worker it came to.
+            requests = [item.get("request", item) for item in (replies or {}).get(host, [])]
+            return [r.get("id") for r in requests if r.get("hostname") == host]
 
         ctx.check("active: the task holding the slot", [running.id], ids(inspect.active()))
         ctx.check("reserved: the task prefetched behind it", [waiting.id], ids(inspect.reserved()))

@@ -15,7 +15,7 @@ from celery import Celery
 from celery_sim.core.harness import Harness
 from celery_sim.scenarios.scenario import Context, scenario
 from celery_sim.tools.doctor import examine
-from demos.apps import app_harness
+from demos.apps import LANE, app_harness
 from demos.config import RPC_NO_STORE
 from demos.doctor.checks import NO_REPLY_S, REPLY_TIMEOUT_S, names_cause
 from demos.sending.celery_app import EXECUTE, HEALTH, HELLO
@@ -56,6 +56,7 @@ def _bad(params: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     "the sending guide's app: hello, health and a PSI job sent by name to secretflow_queue, bad params named by "
     "field, and each cause of its PENDING checklist produced and named by the doctor",
     skip_on=RPC_NO_STORE,
+    lane=LANE,
 )
 def sending(ctx: Context) -> None:
     with app_harness(ctx, APP) as h:

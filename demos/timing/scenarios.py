@@ -25,6 +25,13 @@ from demos.timing.tasks import (
     stamp,
 )
 
+#: The time family runs in two lanes of its own beside the rest of the catalog: what needs the
+#: prefork worker process (one, shared by the lane; revoke, which kills a pool process without
+#: waiting for Celery to replace it, comes last), and the others. Its checks still hold beside other work: a lower bound (nothing
+#: starts before its ETA, the rate limit's spacing) only gets safer under load, and each upper
+#: bound keeps the margin it was measured with on a loaded machine (see each check).
+LANE, PREFORK_LANE = "time", "time.prefork"
+
 #: How late a delayed task may start after its ETA and still count as on time (the embedded
 #: worker's timer fires within a few milliseconds; brokers add their round trip).
 ETA_TOLERANCE_S = 0.15
@@ -53,6 +60,7 @@ def _ignored(limit: str, seconds: float, elapsed: float) -> str:
     f"soft_time_limit={SOFT_LIMIT_S:g} s raises SoftTimeLimitExceeded in the task, which cleans up and returns "
     "(prefork worker process); the threads pool ignores the limit",
     timeout=20,
+    lane=PREFORK_LANE,
 )
 def soft_limit(ctx: Context) -> None:
     pf, _worker = ctx.prefork()
@@ -94,6 +102,7 @@ def soft_limit(ctx: Context) -> None:
     f"time_limit={HARD_LIMIT_S:g} s kills the task (TimeLimitExceeded) and the worker replaces the pool process "
     "(prefork worker process); the threads pool ignores the limit",
     timeout=20,
+    lane=PREFORK_LANE,
 )
 def hard_limit(ctx: Context) -> None:
     pf, worker = ctx.prefork()
@@ -148,6 +157,7 @@ def hard_limit(ctx: Context) -> None:
         "rpc": "rpc:// get(timeout=0.2) did not raise: it returned the result 0.6 s later, when it arrived "
         "(Celery checks the timeout between waits on the reply queue, which last up to 1 s)"
     },
+    lane=LANE,
 )
 def client_timeout(ctx: Context) -> None:
     # Longer than the wait, and on the Redis result backend longer than its 1 s wait.
@@ -187,6 +197,7 @@ def client_timeout(ctx: Context) -> None:
 @scenario(
     "time.countdown_eta",
     "countdown= and eta= delay execution by the asked amount; request.eta is what was asked",
+    lane=LANE,
 )
 def countdown_eta(ctx: Context) -> None:
     delayed = stamp.apply_async(countdown=0.3)
@@ -230,6 +241,7 @@ AMQP_EXPIRES = (
     "a task whose expires passes before a worker takes it never runs (REVOKED, TaskRevokedError; "
     "on RabbitMQ dropped, PENDING); an unexpired one runs",
     differs_on={"amqp": AMQP_EXPIRES},
+    lane=LANE,
 )
 def expires(ctx: Context) -> None:
     queue = ctx.queue("expiring")  # consumed by nobody until the first task has expired
@@ -289,6 +301,7 @@ def _expire_behind(ctx: Context, app: Any, queue: str, slots: int) -> AsyncResul
     f"a task prefetched behind busy slots expires ({PREFETCHED_EXPIRES_S:g} s) before a slot frees: prefork "
     "discards it (REVOKED); the threads pool runs it anyway",
     timeout=20,
+    lane=PREFORK_LANE,
 )
 def expires_prefetched(ctx: Context) -> None:
     pf, worker = ctx.prefork()
@@ -321,6 +334,7 @@ def expires_prefetched(ctx: Context) -> None:
     "time.rate_limit",
     "rate_limit='10/s' spaces executions 0.1 s apart on one worker; the limit is per worker, not global",
     timeout=20,
+    lane=LANE,
 )
 def rate_limit(ctx: Context) -> None:
     ctx.start_worker(["rated"], name="rated", concurrency=4)
@@ -366,6 +380,7 @@ def rate_limit(ctx: Context) -> None:
     "revoke() of a queued task stops it from running; revoke(terminate=True) stops a running one (prefork): "
     "both REVOKED, TaskRevokedError",
     timeout=20,
+    lane=PREFORK_LANE,
 )
 def revoke(ctx: Context) -> None:
     revoker = ctx.start_worker(["revoking"], name="revoker", concurrency=1)

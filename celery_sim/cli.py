@@ -974,9 +974,9 @@ def _execute(
         runner = Runner(lambda: watching.watch(Harness(config)), reporter, timeout=timeout, run_timeout=run_timeout)
     else:
         reporter = LiveReporter(console)
-        # A second lane needs a second harness: not for external workers (they serve one run id)
-        # nor for the user's app (one harness per app at a time).
-        lanes = worker != "external" and app_path is None
+        # Each lane needs a harness of its own, under a run id of its own: not for external workers
+        # nor a fixed --run-id (one namespace), nor for the user's app (one harness per app at a time).
+        lanes = worker != "external" and app_path is None and run_id is None
         runner = Runner(lambda: Harness(config), reporter, timeout=timeout, run_timeout=run_timeout, lanes=lanes)
     try:
         report = runner.run(scenarios)

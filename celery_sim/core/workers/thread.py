@@ -15,11 +15,12 @@ from typing import Any
 from celery import Celery
 from celery.concurrency import thread as thread_pool
 from celery.utils import timer2
-from celery.worker import WorkController
+from celery.worker import WorkController, loops
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 
 from celery_sim.core.workers import joinblock
+from celery_sim.core.workers.drainloop import capped_synloop, driver_type
 from celery_sim.core.workers.probe import probe_control
 from celery_sim.errors import WorkerError
 
@@ -144,7 +145,8 @@ class ThreadPool(thread_pool.TaskPool):
 
 
 class EmbeddedConsumer(Consumer):
-    """Celery's consumer, whose close forgets only its own worker's requests.
+    """Celery's consumer, whose close forgets only its own worker's requests, and whose blocking
+    loop looks at a Redis broker every 50 ms (:mod:`celery_sim.core.workers.drainloop`).
 
     Celery keeps a worker's requests in module-level sets (``celery.worker.state``): one per
     process, as there is one worker per process. Its ``Consumer.on_close`` cancels the timer
@@ -153,6 +155,12 @@ class EmbeddedConsumer(Consumer):
     (measured: a countdown=0.3 task of the main worker never ran once a scenario's worker
     stopped). Here Celery's own close sees only this worker's requests; the others' stay.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        chosen: Any = self.__dict__.get("loop")  # Celery's pick: synloop when there is no hub
+        if chosen is loops.synloop and driver_type(self.app) == "redis":
+            self.loop = capped_synloop  # see celery_sim.core.workers.drainloop
 
     def on_close(self) -> None:
         mine = self.hostname
@@ -230,6 +238,9 @@ class EmbeddedWorker:
         self.queues = tuple(queues)
         self.concurrency = concurrency
         self._wake = wake
+        #: celery_sim's memory broker wakes the worker itself; on a real one, start() waits until
+        #: the worker answers ping (its control queue is bound), or a shutdown sent soon is lost.
+        self._event_driven = driver_type(app) == "memory"
         self._loglevel = loglevel
         if events not in EVENT_MODES:
             raise WorkerError(f"events={events!r}: choose one of {', '.join(EVENT_MODES)}")
@@ -284,7 +295,7 @@ class EmbeddedWorker:
                     "is the broker reachable? (raise --timeout if it is slow)"
                 )
             self._ready.wait(min(remaining, 0.05))
-        if self._wake is None:
+        if not self._event_driven:
             self._await_control(deadline)
 
     def _await_control(self, deadline: float) -> None:
@@ -292,9 +303,11 @@ class EmbeddedWorker:
         be bound after it consumes tasks, and a ``shutdown`` sent before then is lost (measured on
         RabbitMQ: the stop of a worker stopped at once waited out its whole timeout)."""
         control = probe_control(self.app)
+        wait = 0.025  # a ping sent before the queue is bound is lost: ask again soon, then less often
         while monotonic() < deadline:
-            if control.ping(destination=[self.hostname], timeout=0.25, limit=1):
+            if control.ping(destination=[self.hostname], timeout=wait, limit=1):
                 return
+            wait = min(2 * wait, 0.25)
             if self._exited.is_set():
                 return  # start() reports it
         log.warning("worker %s consumes but did not answer ping; its stop may take its full timeout", self.hostname)

@@ -32,7 +32,8 @@ def resize_images(self: Any, count: int, step_s: float = 0.05) -> dict[str, Any]
             time.sleep(step_s)
             done += 1
     except SoftTimeLimitExceeded:
-        return {"status": "cleaned up", "done": done, "elapsed": time.monotonic() - started, "pid": os.getpid()}
+        elapsed = time.monotonic() - started
+        return {"status": "cleaned up", "done": done, "elapsed": elapsed, "raised_at": time.time(), "pid": os.getpid()}
     return {"status": "finished", "done": done, "elapsed": time.monotonic() - started, "pid": os.getpid()}
 
 

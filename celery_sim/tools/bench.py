@@ -123,7 +123,7 @@ def _dramatiq() -> Iterator[Sender]:
     broker = StubBroker()
     seen: list[int] = []
 
-    @dramatiq.actor(broker=broker, queue_name="default")  # type: ignore[untyped-decorator]  # optional, untyped
+    @dramatiq.actor(broker=broker, queue_name="default")  # type: ignore[untyped-decorator,unused-ignore]  # optional, untyped
     def add(x: int, y: int) -> None:
         seen.append(x + y)
 

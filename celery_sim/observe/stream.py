@@ -10,8 +10,10 @@ within ``poll_s`` of :meth:`stop`.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 from types import TracebackType
 from typing import Any
 
@@ -25,6 +27,8 @@ __all__ = ["EventStream", "ReadyReceiver"]
 
 #: Events kept for :meth:`EventStream.events` (Celery's State keeps its own, also bounded).
 MAX_EVENTS = 10_000
+#: The type of the event a stream sends itself at start, to know it receives (not kept).
+PROBE = "csim-stream-probe"
 
 
 class ReadyReceiver(EventReceiver):
@@ -59,6 +63,7 @@ class EventStream:
         self._receiver: ReadyReceiver | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._probes: set[str] = set()
 
     def __enter__(self) -> EventStream:
         self.start()
@@ -70,11 +75,28 @@ class EventStream:
         self.stop()
 
     def start(self, timeout: float = 10.0) -> None:
+        """Start the receiver; it has received an event sent after it when this returns."""
+        deadline = monotonic() + timeout
         self._thread = threading.Thread(target=self._run, name="csim-event-stream", daemon=True)
         self._thread.start()
-        if not self._ready.wait(timeout) or self._error is not None:
+        if not self._ready.wait(timeout) or self._error is not None or not self._await_live(deadline):
             self.stop()
             raise HarnessError(f"the event receiver did not start within {timeout:g}s: {self._error!r}")
+
+    def _await_live(self, deadline: float) -> bool:
+        """Send a probe event until it arrives. Celery's receiver says it consumes before it has
+        subscribed on Redis (kombu subscribes on its first read): events sent in between were lost
+        (measured: a task's task-started and task-failed, on real Redis under load)."""
+        probe = uuid.uuid4().hex
+        with self.app.events.default_dispatcher() as dispatcher:
+            while monotonic() < deadline and self._error is None:
+                dispatcher.send(PROBE, uuid=probe)
+                with self._changed:
+                    if self._changed.wait_for(
+                        lambda: probe in self._probes, min(0.05, max(0.0, deadline - monotonic()))
+                    ):
+                        return True
+        return False
 
     def _run(self) -> None:
         try:
@@ -95,6 +117,11 @@ class EventStream:
             self._thread = None
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == PROBE:
+            with self._changed:
+                self._probes.add(str(event.get("uuid")))
+                self._changed.notify_all()
+            return
         with self._changed:
             self.state.event(event)
             self._events.append(event)

@@ -220,6 +220,18 @@ def client_timeout(ctx: Context) -> None:
     )
 
 
+def _lateness_until(done: Any, limit: float) -> float:
+    """How late, at worst, this thread woke from 10 ms sleeps until ``done()``: how busy the
+    machine was meanwhile (other lanes of the run, other processes). A worker's timer thread
+    wakes as late; on a quiet machine it is a fraction of a millisecond."""
+    worst, deadline = 0.0, time.monotonic() + limit
+    while not done() and time.monotonic() < deadline:
+        before = time.monotonic()
+        time.sleep(0.01)
+        worst = max(worst, time.monotonic() - before - 0.01)
+    return worst
+
+
 @scenario(
     "time.countdown_eta",
     "countdown= and eta= delay execution by the asked amount; request.eta is what was asked",
@@ -229,15 +241,20 @@ def countdown_eta(ctx: Context) -> None:
     delayed = stamp.apply_async(countdown=0.3)
     asked_eta = datetime.now(timezone.utc) + timedelta(seconds=0.2)
     scheduled = stamp.apply_async(eta=asked_eta)
+    late = _lateness_until(lambda: delayed.ready() and scheduled.ready(), min(5.0, ctx.remaining()))
     delayed_value, scheduled_value = ctx.wait(delayed), ctx.wait(scheduled)
+    # The upper bound is the tolerance plus the lateness this machine showed meanwhile (measured
+    # under a loaded CI run with lanes: 0.006-0.02 s beyond 0.15 s); the lower bound is exact.
+    tolerance = ETA_TOLERANCE_S + late
     for result, asked, label in ((delayed, 0.3, "countdown=0.3"), (scheduled, 0.2, "eta=now+0.2 s")):
         sent, started = ctx.timeline.first(result.id, "published"), ctx.timeline.first(result.id, "started")
         waited = started.at - sent.at if sent and started else None
         ctx.check(
-            f"{label}: started {asked:g} s after sending (tolerance {ETA_TOLERANCE_S:g} s)",
-            f"{asked:g}..{asked + ETA_TOLERANCE_S:g} s",
+            f"{label}: started {asked:g} s after sending (tolerance {ETA_TOLERANCE_S:g} s + machine lateness "
+            f"{late:.3f} s)",
+            f"{asked:g}..{asked + tolerance:.3f} s",
             None if waited is None else round(waited, 3),
-            passed=waited is not None and asked - 0.005 <= waited <= asked + ETA_TOLERANCE_S,
+            passed=waited is not None and asked - 0.005 <= waited <= asked + tolerance,
         )
     published = ctx.timeline.first(delayed.id, "published")
     ctx.check(

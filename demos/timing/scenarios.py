@@ -30,7 +30,8 @@ from demos.timing.tasks import (
 #: prefork worker process (one, shared by the lane; revoke, which kills a pool process without
 #: waiting for Celery to replace it, comes last), and the others. Its checks still hold beside other work: a lower bound (nothing
 #: starts before its ETA, the rate limit's spacing) only gets safer under load, and each upper
-#: bound keeps the margin it was measured with on a loaded machine (see each check).
+#: bound keeps the margin it was measured with on a loaded machine, or adds the lateness the
+#: machine showed meanwhile (see each check).
 LANE, PREFORK_LANE = "time", "time.prefork"
 
 #: How late a delayed task may start after its ETA and still count as on time (the embedded

@@ -135,7 +135,10 @@ class EventRecorder:
             self._retries[task_id] = int(event.get("retries") or 0)
             data = {"eta": event.get("eta"), "queue": event.get("routing_key")}
         elif kind == "started":
-            data = {"eager": False, "retries": int(event.get("retries") or self._retries.get(task_id, 0))}
+            # The attempt's own count (0 is one): events of two connections arrive out of order, so
+            # the next attempt's task-received (retries=1) can come before this csim-started.
+            own = event.get("retries")
+            data = {"eager": False, "retries": int(own) if own is not None else self._retries.get(task_id, 0)}
         elif kind == "progress":
             data = {"state": event.get("state"), "meta": event.get("meta")}
         elif kind == "succeeded":

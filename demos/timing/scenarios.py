@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -177,6 +178,31 @@ def hard_limit(ctx: Context) -> None:
         ctx.warn(_ignored("time_limit", HARD_LIMIT_S, float(value["elapsed"])))
 
 
+class _Lateness:
+    """How late, at worst, a thread woke from 10 ms sleeps while the block ran: how busy the
+    machine was meanwhile (other lanes of the run, other processes). A worker's timer, and a
+    caller's wait, wake as late; on a quiet machine it is a fraction of a millisecond."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="csim-lateness", daemon=True)
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            before = time.monotonic()
+            self._done.wait(0.01)
+            self.worst = max(self.worst, time.monotonic() - before - 0.01)
+
+    def __enter__(self) -> _Lateness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(1.0)
+
+
 @scenario(
     "time.client_timeout",
     "result.get(timeout=0.2) on a longer task raises TimeoutError promptly; the task still finishes on the worker",
@@ -191,11 +217,12 @@ def client_timeout(ctx: Context) -> None:
     result = generate_report.delay(1.5 if _redis_results(ctx) else 0.6)
     asked = 0.2
     started = time.monotonic()
-    try:
-        result.get(timeout=asked)
-        raised: Any = None
-    except CeleryTimeoutError as exc:
-        raised = exc
+    with _Lateness() as lateness:
+        try:
+            result.get(timeout=asked)
+            raised: Any = None
+        except CeleryTimeoutError as exc:
+            raised = exc
     waited = time.monotonic() - started
     gave_up_at = ctx.timeline.now()
     ctx.check(
@@ -205,10 +232,12 @@ def client_timeout(ctx: Context) -> None:
     )
     # Measured: Celery's Redis result backend waits in whole seconds (get(timeout=0.3) returns
     # after 1 s, on real Redis too); other backends honour the timeout closely.
-    bound = 1.25 if _redis_results(ctx) else asked + 0.25
+    # The bound adds the lateness this machine showed meanwhile (3 ms past 1.25 s seen in CI).
+    bound = (1.25 if _redis_results(ctx) else asked + 0.25) + lateness.worst
     ctx.check(
-        f"promptly: within {bound:g} s" + (" (Redis result backend: whole seconds)" if bound > 1 else ""),
-        f"<= {bound:g} s",
+        f"promptly: within {bound:.3f} s (machine lateness {lateness.worst:.3f} s)"
+        + (" (Redis result backend: whole seconds)" if bound > 1 else ""),
+        f"<= {bound:.3f} s",
         round(waited, 3),
         passed=asked <= waited <= bound,
     )
@@ -221,18 +250,6 @@ def client_timeout(ctx: Context) -> None:
     )
 
 
-def _lateness_until(done: Any, limit: float) -> float:
-    """How late, at worst, this thread woke from 10 ms sleeps until ``done()``: how busy the
-    machine was meanwhile (other lanes of the run, other processes). A worker's timer thread
-    wakes as late; on a quiet machine it is a fraction of a millisecond."""
-    worst, deadline = 0.0, time.monotonic() + limit
-    while not done() and time.monotonic() < deadline:
-        before = time.monotonic()
-        time.sleep(0.01)
-        worst = max(worst, time.monotonic() - before - 0.01)
-    return worst
-
-
 @scenario(
     "time.countdown_eta",
     "countdown= and eta= delay execution by the asked amount; request.eta is what was asked",
@@ -242,8 +259,9 @@ def countdown_eta(ctx: Context) -> None:
     delayed = stamp.apply_async(countdown=0.3)
     asked_eta = datetime.now(timezone.utc) + timedelta(seconds=0.2)
     scheduled = stamp.apply_async(eta=asked_eta)
-    late = _lateness_until(lambda: delayed.ready() and scheduled.ready(), min(5.0, ctx.remaining()))
-    delayed_value, scheduled_value = ctx.wait(delayed), ctx.wait(scheduled)
+    with _Lateness() as lateness:
+        delayed_value, scheduled_value = ctx.wait(delayed), ctx.wait(scheduled)
+    late = lateness.worst
     # The upper bound is the tolerance plus the lateness this machine showed meanwhile (measured
     # under a loaded CI run with lanes: 0.006-0.02 s beyond 0.15 s); the lower bound is exact.
     tolerance = ETA_TOLERANCE_S + late

@@ -273,7 +273,8 @@ class Context:
                 if race is not None:
                     return Guarded(diagnosis=race, waited_s=monotonic() - started, race=True)
                 if monotonic() >= deadline:
-                    return Guarded(diagnosis=diagnose_result(self.harness, result), waited_s=monotonic() - started)
+                    waited = monotonic() - started  # the wait, not the diagnosis after it
+                    return Guarded(diagnosis=diagnose_result(self.harness, result), waited_s=waited)
             except BaseException:
                 self._settle_all(result)
                 raise

@@ -27,6 +27,7 @@ from kombu.utils.imports import symbol_by_name
 from celery_sim.core import timewarp
 from celery_sim.core.appfactory import AppSpec
 from celery_sim.core.namespace import Namespace, namespace_conf
+from celery_sim.core.workers.drainloop import driver_type
 from celery_sim.errors import HarnessError
 from celery_sim.observe.recorder import RecordingAMQPMixin, task_state_updated
 
@@ -44,8 +45,6 @@ _ADOPTED: weakref.WeakSet[Celery] = weakref.WeakSet()
 #: its own paid it each time: 24 s of the catalog's main lane on real Redis). 10 BRPOPs a second
 #: per idle worker cost Redis and the worker next to nothing.
 REDIS_POLLING_INTERVAL_S = 0.1
-#: Broker URL schemes served by kombu's Redis transport.
-_REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
 
 #: Claiming an app is check-then-add: two harnesses starting at once (a run's two lanes) must not both win.
 _CLAIM = threading.Lock()
@@ -233,7 +232,7 @@ class Adoption:
         options = dict(conf.result_backend_transport_options or {})
         options["global_keyprefix"] = f"{self.ns.prefix}."
         broker_options = dict(conf.broker_transport_options or {})
-        if str(conf.broker_url).split(":", 1)[0] in _REDIS_SCHEMES:
+        if driver_type(app) == "redis":  # the transport the app's broker URL names, as the workers tell it
             broker_options.setdefault("polling_interval", REDIS_POLLING_INTERVAL_S)
         conf.update(
             namespace_conf(conf, self.ns),

@@ -55,13 +55,15 @@ def async_truth(ctx: Context) -> None:
             _truth(ctx, h)
             thread = h.config.worker == "thread"
         gc.collect()  # the worker's failure kept the coroutine alive; with the worker gone, it is finalized
+        # Whoever keeps the failure's traceback keeps the coroutine (a log handler that stores records,
+        # as pytest's does): then Python has not finalized it yet, and it is found unstarted instead.
+        # Looked for while the warnings are still recorded: a coroutine finalized later (by a collection
+        # another lane's thread triggers) would otherwise warn unrecorded after being looked for in vain.
+        unstarted = [c for c in _native_coroutines() if inspect.getcoroutinestate(c) == inspect.CORO_CREATED]
     if not thread:
         ctx.skip_check("never awaited", "never awaited", "the worker process prints it on its stderr, not seen here")
         return
     said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    # Whoever keeps the failure's traceback keeps the coroutine (a log handler that stores records,
-    # as pytest's does): then Python has not finalized it yet, and it is found unstarted instead.
-    unstarted = [c for c in _native_coroutines() if inspect.getcoroutinestate(c) == inspect.CORO_CREATED]
     for coroutine in unstarted:
         coroutine.close()  # never started: closed now, it is not reported again when finally dropped
     observed = said if "coroutine 'native' was never awaited" in said else [f"{len(unstarted)} unstarted"]

@@ -23,6 +23,7 @@ from demos.ai_runner.client import call
 from demos.ai_runner.generate import chunks
 from demos.apps import LANE, app_harness
 from demos.config import RPC_NO_STORE
+from demos.reported import reported
 
 APP = "demos.ai_runner.celery_app:app"
 GENERATE = "demos.ai_runner.run_ai_text_generation"
@@ -99,7 +100,7 @@ def _lifecycle(ctx: Context, h: Harness, base: str) -> None:
         {"status": "COMPLETED", "celery_state": "SUCCESS", "progress": 100, "result": expected},
         {k: row.get(k) for k in ("status", "celery_state", "progress", "result")},
     )
-    progress = [e.data.get("meta", {}).get("progress") for e in ctx.events(body["celery_id"], ["progress"])]
+    progress = reported(ctx, body["celery_id"], "progress", 5)
     ctx.check("progress as it went (update_state)", [20, 40, 60, 80, 100], progress)
     queues = {h.ns.logical(str(e.data.get("queue"))) for e in ctx.events(body["celery_id"], ["published"])}
     ctx.check("routed to", {"ai_processing"}, queues)

@@ -23,6 +23,7 @@ from demos.brokers.tasks import (
     send_reminder,
 )
 from demos.config import RPC_NO_STORE
+from demos.reported import reported
 
 #: Priorities sent, in this order, to a queue nobody consumes yet.
 SENT = [3, 0, 9, 6]
@@ -76,9 +77,10 @@ def _kill_when_running(ctx: Context, result: AsyncResult[Any]) -> int | None:
     return pid
 
 
-def _runs(ctx: Context, task_id: str) -> list[int]:
-    """Process ids of each run of ``task_id``, in order."""
-    return [int(e.data["meta"]["pid"]) for e in ctx.events(task_id, ["progress"])]
+def _runs(ctx: Context, task_id: str, expected: int) -> list[int]:
+    """Process ids of each run of ``task_id``, in order (once ``expected`` runs have reported, or
+    after the bounded wait for their events)."""
+    return [int(pid) for pid in reported(ctx, task_id, "pid", expected)]
 
 
 @scenario(
@@ -98,7 +100,7 @@ def acks_late_redelivery(ctx: Context) -> None:
     # at once or at its 5 s check (when the exit races its look), so one wait covers both deaths.
     killed = [_kill_when_running(ctx, safe), _kill_when_running(ctx, lost)]
     state, value = ctx.outcome(safe)
-    runs = _runs(ctx, safe.id)
+    runs = _runs(ctx, safe.id, 2)
     ctx.check(
         "acks_late=True, reject_on_worker_lost=True: redelivered after the kill and completed",
         ("SUCCESS", 2),
@@ -114,7 +116,7 @@ def acks_late_redelivery(ctx: Context) -> None:
     ctx.check(
         "default (acknowledged on receipt): the killed task is lost: FAILURE, WorkerLostError, never run again",
         ("FAILURE", "WorkerLostError", 1),
-        (state, type(raised).__name__, len(_runs(ctx, lost.id))),
+        (state, type(raised).__name__, len(_runs(ctx, lost.id, 1))),
     )
 
 

@@ -18,6 +18,7 @@ from celery_sim.scenarios.scenario import Context, scenario
 from demos.apps import LANE, app_harness
 from demos.config import RPC_NO_CHORDS, RPC_NO_STORE
 from demos.learning.smtp import Inbox
+from demos.reported import reported
 from demos.timing.beat import VirtualClock, run_beat
 
 APP = "demos.learning.celery_app:app"
@@ -39,7 +40,7 @@ def basic(ctx: Context) -> None:
         ctx.check("multiply(4, 5)", 20, ctx.wait(tasks["learning.multiply"].delay(4, 5)))
         result = tasks["learning.long_task"].delay(4)
         ctx.check("long_task(4)", {"current": 4, "total": 4, "status": "done"}, ctx.wait(result))
-        seen = [e.data.get("meta", {}).get("percent") for e in ctx.events(result.id, ["progress"])]
+        seen = reported(ctx, result.id, "percent", 4)
         ctx.check("its progress (update_state PROGRESS)", [25, 50, 75, 100], seen)
 
 
@@ -133,7 +134,7 @@ def _image(ctx: Context, h: Harness, folder: Path) -> None:
     out = folder / "thumb.pgm"
     result = h.app.tasks["learning.process_image"].delay(64, 48, 4, str(out))
     done = ctx.wait(result)
-    stages = [e.data.get("meta", {}).get("stage") for e in ctx.events(result.id, ["progress"])]
+    stages = reported(ctx, result.id, "stage", 4)
     ctx.check("image: progress by stage", ["generated", "grayscale", "thumbnail", "written"], stages)
     data = out.read_bytes()
     magic, size, depth, pixels = data.split(b"\n", 3)

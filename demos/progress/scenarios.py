@@ -9,6 +9,7 @@ from celery.result import AsyncResult
 
 from celery_sim.scenarios.scenario import Context, scenario
 from demos.progress.tasks import process_items
+from demos.reported import reported
 
 LIFECYCLE = ["PENDING", "STARTED", "PROGRESS", "SUCCESS"]
 TOTAL = 8
@@ -61,6 +62,6 @@ def states(ctx: Context) -> None:
         currents,
         passed=bool(currents) and currents == sorted(set(currents)) and currents[-1] <= TOTAL,
     )
-    reported = [e.data["meta"]["current"] for e in ctx.events(result.id, ["progress"])]
-    ctx.check("worker reported every step, in order", list(range(1, TOTAL + 1)), reported)
+    steps = reported(ctx, result.id, "current", TOTAL)
+    ctx.check("worker reported every step, in order", list(range(1, TOTAL + 1)), steps)
     ctx.check("final result", {"current": TOTAL, "total": TOTAL, "status": "done"}, final)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery_sim.scenarios.scenario import Context, scenario
+from demos.lateness import Lateness
 from demos.routing.tasks import nightly_export, quick_task, render_page, secretflow_job, slow_report, unrouted
 
 
@@ -61,17 +62,19 @@ def worker_subsets(ctx: Context) -> None:
 def unconsumed_queue(ctx: Context) -> None:
     result = nightly_export.delay()
     wait_s = 0.3
-    guarded = ctx.guard(result, timeout=wait_s)
+    with Lateness() as lateness:
+        guarded = ctx.guard(result, timeout=wait_s)
     ctx.check("get() does not return: the guard ends the wait", True, guarded.timed_out)
     # Celery's Redis result backend waits in whole seconds, and rpc:// checks the timeout between
     # waits of up to 1 s on its reply queue: there get(timeout=0.3) returns after ~1 s (measured).
-    # Elsewhere the wait ends at its deadline, give or take a loaded machine's scheduling.
+    # Elsewhere the wait ends at its deadline, give or take a loaded machine's scheduling: the bound
+    # adds the lateness this machine showed meanwhile (0.522 s for 0.5 s seen beside the other lanes).
     backend = str(ctx.app.conf.result_backend or "")
     slow = "Redis" if backend.startswith(("redis", "rediss")) else "rpc" if backend.startswith("rpc") else None
-    bound = wait_s + (1.0 if slow else 0.2)
+    bound = wait_s + (1.0 if slow else 0.2) + lateness.worst
     ctx.check(
         "the wait ended at its deadline" + (f" (+1 s: {slow} results)" if slow else ""),
-        f"<= {bound:g} s",
+        f"<= {bound:.3f} s (machine lateness {lateness.worst:.3f} s)",
         round(guarded.waited_s, 3),
         passed=guarded.waited_s <= bound,
     )

@@ -236,12 +236,10 @@ class FakeRedisServer:
         return f"redis+socket://{self.path}"
 
     def stop(self) -> None:
-        """Stop the server process (SIGKILL after 5 s) and remove its socket directory."""
-        self._proc.terminate()
-        try:
-            self._proc.wait(5.0)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+        """Stop the server process and remove its socket directory. Killed: all it holds is the
+        run's data, which goes with it (SIGTERM made it close its handlers first: 0.12 s)."""
+        self._proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(5.0)
         if self._proc.stderr is not None:
             self._proc.stderr.close()

@@ -18,7 +18,7 @@ from celery import Celery
 
 from celery_sim.core.installed import missing_module
 from celery_sim.errors import HarnessError
-from celery_sim.observe.stream import ReadyReceiver
+from celery_sim.observe.stream import PROBE, ReadyReceiver
 from celery_sim.observe.timeline import EventKind, Timeline
 
 __all__ = ["EventRecorder"]
@@ -113,9 +113,19 @@ class EventRecorder:
         self._stopping.set()
         if self._receiver is not None:
             self._receiver.should_stop = True
+            self._wake()
         if self._thread is not None:
-            self._thread.join(timeout)  # the receiver drains in 1 s slices
+            self._thread.join(timeout)  # the receiver drains in 1 s slices (unless woken)
             self._thread = None
+
+    def _wake(self) -> None:
+        """Send the receiver an event of no kind, so that it looks at ``should_stop`` now instead of
+        at the end of its 1 s slice (measured: 0.3 s of a process worker's harness stop)."""
+        try:
+            with self.app.events.default_dispatcher() as dispatcher:
+                dispatcher.send(PROBE, uuid="stop")
+        except Exception as exc:  # the broker may be gone: the slice ends the wait instead
+            log.debug("could not wake the event receiver: %r", exc)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = _KINDS.get(str(event.get("type")))

@@ -55,7 +55,7 @@ class Crew:
             self.record_events()
             worker = ProcessWorker(
                 h.app, h.spec, hostname=hostname, queues=run_queues, concurrency=concurrency,
-                loglevel=h.config.worker_loglevel,
+                loglevel=h.config.worker_loglevel, private_broker=h.broker.embedded,
             )  # fmt: skip
         else:
             endpoints = h.endpoints

@@ -20,13 +20,16 @@ from celery.app.control import Control
 from celery_sim.core.appfactory import ENV_SPEC, AppSpec
 from celery_sim.core.brokers import mask_url
 from celery_sim.core.namespace import Namespace
-from celery_sim.core.workers.probe import probe_control
+from celery_sim.core.workers.probe import ask, probe_control
 from celery_sim.core.workers.spawn import popen, wait_ready
 from celery_sim.errors import WorkerError
 
 __all__ = ["ProcessWorker", "external_worker_command", "live_processes"]
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping worker on a private broker may take to say it is idle (else: warm stop).
+IDLE_REPLY_TIMEOUT_S = 0.5
 
 _live: weakref.WeakSet[ProcessWorker] = weakref.WeakSet()
 
@@ -82,6 +85,7 @@ class ProcessWorker:
         concurrency: int = 2,
         loglevel: str = "WARNING",
         pool: str = "prefork",
+        private_broker: bool = False,
     ) -> None:
         if concurrency < 1:
             raise WorkerError(f"concurrency={concurrency!r} must be at least 1")
@@ -92,6 +96,9 @@ class ProcessWorker:
         self.concurrency = concurrency
         self.pool = pool
         self._loglevel = loglevel
+        #: Its broker is the run's own and goes with it (embedded fakeredis): see :meth:`request_stop`.
+        self.private_broker = private_broker
+        self._stop_requested = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._probe: Control | None = None
         self._log: IO[bytes] | None = None
@@ -161,10 +168,28 @@ class ProcessWorker:
         return bool(self._probe.ping(destination=[self.hostname], timeout=0.2))
 
     def request_stop(self) -> None:
-        """Warm shutdown (SIGTERM, as ``celery worker`` expects): running tasks finish first."""
-        if self.alive and self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGTERM)
+        """Warm shutdown (SIGTERM, as ``celery worker`` expects): running tasks finish first.
+
+        On a private broker, a worker that says it has no task active or reserved is killed
+        instead: its warm shutdown would change nothing (what it holds goes with the broker), and
+        billiard's pool join alone takes 0.5-1.5 s of it (measured: 1.3 s idle, 2.2 s loaded).
+        """
+        if self._stop_requested or not self.alive or self._proc is None:
+            return
+        self._stop_requested = True
+        sig = signal.SIGKILL if self.private_broker and self._idle() else signal.SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, sig)
+
+    def _idle(self) -> bool:
+        """Whether the worker answers that it has no task active or reserved (False if it does not answer)."""
+        if self._probe is None:
+            self._probe = probe_control(self.app)
+        for command in ("active", "reserved"):
+            replies = ask(self._probe, command, timeout=IDLE_REPLY_TIMEOUT_S, limit=1)
+            if replies.get(self.hostname) != []:
+                return False
+        return True
 
     def stop(self, timeout: float) -> None:
         """Stop and reap the process and its pool; SIGKILL to the whole group after ``timeout``."""

@@ -26,7 +26,18 @@ def by_host(replies: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {host: reply for item in replies or [] for host, reply in item.items()}
 
 
-def ask(control: Control, command: str, *, timeout: float, limit: int | None, **arguments: Any) -> dict[str, Any]:
-    """``{node: reply}`` of the workers that answered ``command`` (an ``inspect`` or ``control``
-    command), returning once ``limit`` have, or after ``timeout``."""
-    return by_host(control.broadcast(command, arguments=arguments, reply=True, timeout=timeout, limit=limit))
+def ask(
+    control: Control,
+    command: str,
+    *,
+    timeout: float,
+    limit: int | None,
+    destination: list[str] | None = None,
+    **arguments: Any,
+) -> dict[str, Any]:
+    """``{node: reply}`` of the workers (all, or those named in ``destination``) that answered
+    ``command`` (an ``inspect`` or ``control`` command), returning once ``limit`` have, or after ``timeout``."""
+    replies = control.broadcast(
+        command, arguments=arguments, destination=destination, reply=True, timeout=timeout, limit=limit
+    )
+    return by_host(replies)

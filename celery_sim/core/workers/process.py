@@ -115,6 +115,11 @@ class ProcessWorker:
     def running(self) -> bool:
         return self.alive
 
+    @property
+    def returncode(self) -> int | None:
+        """How the process ended (``-9``: killed, see :meth:`request_stop`); None while it runs."""
+        return self._proc.returncode if self._proc is not None else None
+
     def command(self) -> list[str]:
         return [
             sys.executable,
@@ -177,17 +182,19 @@ class ProcessWorker:
         if self._stop_requested or not self.alive or self._proc is None:
             return
         self._stop_requested = True
-        sig = signal.SIGKILL if self.private_broker and self._idle() else signal.SIGTERM
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._proc.pid, sig)
+            if self.private_broker and self._idle():
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            else:  # the main process only: a pool process given SIGTERM exits, failing its task
+                os.kill(self._proc.pid, signal.SIGTERM)
 
     def _idle(self) -> bool:
         """Whether the worker answers that it has no task active or reserved (False if it does not answer)."""
-        if self._probe is None:
-            self._probe = probe_control(self.app)
+        control = probe_control(self.app)  # not the start's: a ping that timed out there takes the next reply
         for command in ("active", "reserved"):
-            replies = ask(self._probe, command, timeout=IDLE_REPLY_TIMEOUT_S, limit=1)
+            replies = ask(control, command, timeout=IDLE_REPLY_TIMEOUT_S, limit=1, destination=[self.hostname])
             if replies.get(self.hostname) != []:
+                log.debug("worker %s at stop, %s: %r", self.hostname, command, replies)
                 return False
         return True
 

@@ -188,6 +188,7 @@ class Harness:
             self.crew.stop(list(self.crew.workers))
         except WorkerError as exc:
             errors.append(str(exc))
+        self.crew.stop_events()  # before the event exchange is deleted: stopping sends it an event
         if self._app is not None:
             for delete, what in (
                 (self.run_queues.delete_from_broker, "queues and exchanges"),
@@ -206,7 +207,6 @@ class Harness:
                 self.run_queues.delete_reply_queues()
             except Exception as exc:
                 log.warning("could not delete the rpc reply queues of run %s: %r", self.ns.run_id, exc)
-        self.crew.stop_events()
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None

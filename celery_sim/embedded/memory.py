@@ -19,7 +19,9 @@ from queue import Empty, Queue
 from time import monotonic
 from typing import Any, cast
 
-from kombu.transport import memory, virtual
+from kombu.transport import TRANSPORT_ALIASES, memory, virtual
+
+from celery_sim.embedded import SCHEME
 
 __all__ = ["Channel", "Transport", "VHostState", "drop", "interrupt", "live_vhosts", "reopen", "state_for"]
 
@@ -186,3 +188,7 @@ class Transport(memory.Transport):
                     state.cond.wait(remaining)
                 if state.epoch != epoch:
                     raise TimeoutError()
+
+
+# Registered here, where it is defined (see the package's docstring).
+TRANSPORT_ALIASES.setdefault(SCHEME, "celery_sim.embedded.memory:Transport")

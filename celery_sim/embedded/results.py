@@ -16,10 +16,12 @@ from time import monotonic
 from typing import Any
 
 from celery import states
+from celery.app.backends import BACKEND_ALIASES
 from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.encoding import bytes_to_str
 
+from celery_sim.embedded import SCHEME
 from celery_sim.embedded.chords import RedisStyleChords
 
 __all__ = ["MemoryResultBackend", "Store", "drop", "live_stores", "reopen", "store_for"]
@@ -191,3 +193,7 @@ class MemoryResultBackend(RedisStyleChords, KeyValueStoreBackend):
             iterations += 1
             if max_iterations and iterations >= max_iterations:
                 return
+
+
+# Registered here, where it is defined (see the package's docstring).
+BACKEND_ALIASES.setdefault(SCHEME, "celery_sim.embedded.results:MemoryResultBackend")

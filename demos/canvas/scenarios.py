@@ -138,11 +138,28 @@ def chord_scenario(ctx: Context) -> None:
     finished = [e.task_id for e in ctx.events(kinds=["succeeded"]) if e.task_id in header_ids]
     concurrency = ctx.harness.main_concurrency
     if concurrency >= len(header_ids):
+        starts = [e.at for e in ctx.events(kinds=["started"]) if e.task_id in header_ids]
+        ends = [e.at for e in ctx.events(kinds=["succeeded"]) if e.task_id in header_ids]
         ctx.check(
-            f"header ran in parallel and finished in reverse order (concurrency {concurrency})",
-            header_ids[::-1],
-            finished,
+            f"header ran in parallel: each started before the first finished (concurrency {concurrency})",
+            f"{len(header_ids)} started first",
+            f"{sum(at < min(ends, default=0.0) for at in starts)} started first",
         )
+        # A task's success is recorded once its result is stored. A database backend shared by the
+        # run's lanes (one SQLite file) made a store wait ~1 s for its lock, longer than the 0.15 s
+        # between the header's finishes: there the order is the store's, not the tasks'.
+        if ctx.harness.backend_kind == "db":
+            ctx.skip_check(
+                "header finished in reverse order",
+                header_ids[::-1],
+                "a database result store can take longer than the 0.15 s between the header's finishes",
+            )
+        else:
+            ctx.check(
+                f"header finished in reverse order (concurrency {concurrency})",
+                header_ids[::-1],
+                finished,
+            )
     elif concurrency == 1:
         ctx.check("header ran one at a time and finished in header order (concurrency 1)", header_ids, finished)
     else:  # some in parallel, some after: the order depends on which slot frees first

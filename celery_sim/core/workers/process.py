@@ -28,7 +28,7 @@ __all__ = ["ProcessWorker", "external_worker_command", "live_processes"]
 
 log = logging.getLogger(__name__)
 
-#: How long a stopping worker on a private broker may take to say it is idle (else: warm stop).
+#: How long a stopping worker may take to say it is idle (else: the warm stop of a busy one).
 IDLE_REPLY_TIMEOUT_S = 0.5
 
 _live: weakref.WeakSet[ProcessWorker] = weakref.WeakSet()

@@ -72,6 +72,16 @@ def _armed_at(ctx: Context, stream: EventStream, task_id: str) -> float | None:
     return _sent_at(ctx, stream, task_id, "task-started")
 
 
+def _at_limit(ctx: Context, what: str, limit: float, slack: float, measured: float | None, *, work_s: float) -> None:
+    """Check that ``measured`` (from the pool arming the limit) is within limit-0.01..limit+slack s."""
+    ctx.check(
+        f"prefork: {what} ({limit:g} s after the pool armed it, of {work_s:g} s of work)",
+        f"{limit - 0.01:g}..{limit + slack:g} s",
+        None if measured is None else round(measured, 3),
+        passed=measured is not None and limit - 0.01 <= measured <= limit + slack,
+    )
+
+
 def _ignored(limit: str, seconds: float, elapsed: float) -> str:
     return (
         f"{limit}={seconds:g} s is ignored by the threads pool (and solo): the same task ran "
@@ -104,12 +114,7 @@ def soft_limit(ctx: Context) -> None:
     # From the limit's timer being set to the exception in the task (the task's own clock starts
     # later: 0.2 s of a 0.3 s limit was seen on a loaded machine). The window keeps 0.1 s for a
     # loaded machine and excludes 0.45 s, so a limit set wrong (0.2, 0.45) fails here.
-    ctx.check(
-        f"prefork: interrupted at the soft limit ({SOFT_LIMIT_S:g} s after the pool armed it, of 0.5 s of work)",
-        f"{SOFT_LIMIT_S - 0.01:g}..{SOFT_LIMIT_S + 0.1:g} s",
-        None if elapsed is None else round(elapsed, 3),
-        passed=elapsed is not None and SOFT_LIMIT_S - 0.01 <= elapsed <= SOFT_LIMIT_S + 0.1,
-    )
+    _at_limit(ctx, "interrupted at the soft limit", SOFT_LIMIT_S, 0.1, elapsed, work_s=0.5)
     ctx.check(
         "the soft_time_limit the task declares is the 0.3 s this scenario teaches",
         0.3,
@@ -340,12 +345,7 @@ def hard_limit(ctx: Context) -> None:
     # From the limit's timer being set to the worker reporting the kill. Measured 0.403-0.411 s
     # for a 0.4 s limit: the window keeps 0.15 s for a loaded machine and excludes 0.6 s, so a
     # limit set wrong (0.3, 0.6, 0.8) fails here.
-    ctx.check(
-        f"prefork: killed at the hard limit ({HARD_LIMIT_S:g} s after the pool armed it, of 2 s of work)",
-        f"{HARD_LIMIT_S - 0.01:g}..{HARD_LIMIT_S + 0.15:g} s",
-        None if ran is None else round(ran, 3),
-        passed=ran is not None and HARD_LIMIT_S - 0.01 <= ran <= HARD_LIMIT_S + 0.15,
-    )
+    _at_limit(ctx, "killed at the hard limit", HARD_LIMIT_S, 0.15, ran, work_s=2.0)
     ctx.check(
         "the time_limit the task declares is the 0.4 s this scenario teaches",
         0.4,

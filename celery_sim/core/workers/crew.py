@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from celery_sim.core.appfactory import configure_path
+from celery_sim.core.workers.probe import ask, probe_control
 from celery_sim.core.workers.process import ProcessWorker, external_worker_command
 from celery_sim.core.workers.thread import EmbeddedWorker
 from celery_sim.errors import HarnessError, WorkerError
@@ -137,13 +138,15 @@ class Crew:
         wanted = set(h.main_queues)
         deadline = monotonic() + timeout
         consumed: dict[str, set[str]] = {}
+        control = probe_control(h.app)
         while monotonic() < deadline:
-            if h.app.control.ping(timeout=0.5):
-                inspect = h.app.control.inspect(timeout=1.0)
-                active = inspect.active_queues() or {}
+            pinged = ask(control, "ping", timeout=0.5, limit=None)
+            if pinged:
+                hosts = sorted(pinged)
+                active = ask(control, "active_queues", timeout=1.0, limit=len(hosts), destination=hosts)
                 consumed = {host: {q["name"] for q in queues} & wanted for host, queues in active.items()}
                 if set().union(*consumed.values(), set()) >= wanted:
-                    stats: dict[str, Any] = inspect.stats() or {}
+                    stats = ask(control, "stats", timeout=1.0, limit=len(hosts), destination=hosts)
                     self.external = {
                         host: int(stats.get(host, {}).get("pool", {}).get("max-concurrency", 1))
                         for host, queues in consumed.items()

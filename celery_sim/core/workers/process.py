@@ -20,7 +20,7 @@ from celery.app.control import Control
 from celery_sim.core.appfactory import ENV_SPEC, AppSpec
 from celery_sim.core.brokers import mask_url
 from celery_sim.core.namespace import Namespace
-from celery_sim.core.workers.probe import ask, probe_control
+from celery_sim.core.workers.probe import answers, ask, probe_control
 from celery_sim.core.workers.spawn import popen, wait_ready
 from celery_sim.errors import WorkerError
 
@@ -170,7 +170,7 @@ class ProcessWorker:
     def _answers_ping(self) -> bool:
         if self._probe is None:
             self._probe = probe_control(self.app)
-        return bool(self._probe.ping(destination=[self.hostname], timeout=0.2))
+        return answers(self._probe, self.hostname, 0.2)
 
     def request_stop(self) -> None:
         """Warm shutdown (SIGTERM, as ``celery worker`` expects): running tasks finish first.

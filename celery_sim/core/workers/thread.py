@@ -21,7 +21,7 @@ from celery.worker.consumer import Consumer
 
 from celery_sim.core.workers import joinblock
 from celery_sim.core.workers.drainloop import capped_synloop, driver_type
-from celery_sim.core.workers.probe import probe_control
+from celery_sim.core.workers.probe import answers, probe_control
 from celery_sim.errors import WorkerError
 
 __all__ = ["EVENT_MODES", "EmbeddedWorker"]
@@ -305,7 +305,7 @@ class EmbeddedWorker:
         control = probe_control(self.app)
         wait = 0.025  # a ping sent before the queue is bound is lost: ask again soon, then less often
         while monotonic() < deadline:
-            if control.ping(destination=[self.hostname], timeout=wait, limit=1):
+            if answers(control, self.hostname, wait):
                 return
             wait = min(2 * wait, 0.25)
             if self._exited.is_set():

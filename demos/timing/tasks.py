@@ -25,7 +25,7 @@ def generate_report(seconds: float) -> str:
 @shared_task(bind=True, soft_time_limit=SOFT_LIMIT_S, name="demos.timing.resize_images")
 def resize_images(self: Any, count: int, step_s: float = 0.05) -> dict[str, Any]:
     """Catches SoftTimeLimitExceeded, cleans up and returns what it managed, as the guides advise."""
-    started = time.monotonic()
+    started_at, started = time.time(), time.monotonic()
     done = 0
     try:
         for _ in range(count):
@@ -33,14 +33,22 @@ def resize_images(self: Any, count: int, step_s: float = 0.05) -> dict[str, Any]
             done += 1
     except SoftTimeLimitExceeded:
         elapsed = time.monotonic() - started
-        return {"status": "cleaned up", "done": done, "elapsed": elapsed, "raised_at": time.time(), "pid": os.getpid()}
+        raised_at = time.time()
+        return {
+            "status": "cleaned up",
+            "done": done,
+            "elapsed": elapsed,
+            "started_at": started_at,
+            "raised_at": raised_at,
+            "pid": os.getpid(),
+        }
     return {"status": "finished", "done": done, "elapsed": time.monotonic() - started, "pid": os.getpid()}
 
 
 @shared_task(bind=True, time_limit=HARD_LIMIT_S, name="demos.timing.crunch_numbers")
 def crunch_numbers(self: Any, seconds: float) -> dict[str, Any]:
     """Runs past its hard time limit: the pool kills the process running it (it says which first)."""
-    self.update_state(state="PROGRESS", meta={"pid": os.getpid()})
+    self.update_state(state="PROGRESS", meta={"pid": os.getpid(), "started_at": time.time()})
     started = time.monotonic()
     time.sleep(seconds)
     return {"status": "finished", "elapsed": time.monotonic() - started, "pid": os.getpid()}

@@ -225,3 +225,23 @@ def test_complete_passes_with_another_result_backend_but_for_its_declared_skips(
     if backend == "rpc://":
         skipped = {s["name"] for s in data["scenarios"] if s["status"] == "skipped"}
         assert {"canvas.chord", "canvas.nested", "canvas.chord_error"} <= skipped
+
+
+@pytest.mark.parametrize("url", REAL_BROKERS, ids=["redis", "amqp"])
+def test_a_question_after_one_that_timed_out_is_answered_within_its_own_timeout(url: str) -> None:
+    # On Redis a timed-out collect leaves its BRPOP on the connection, and the next broadcast's
+    # reply queue (a new one per broadcast) was read only once that returned (its 0.1 s BRPOP timeout,
+    # then kombu's 0.1 s polling sleep): a question shorter than that lost its answer.
+    need(url)
+    from celery_sim.core.harness import Harness
+    from celery_sim.core.workers.probe import answers, ask, probe_control
+    from celery_sim.scenarios.catalog import default_config
+
+    with Harness(default_config(broker=url, concurrency=1)) as h:
+        control = probe_control(h.app)
+        host = h.crew.main_worker.hostname
+        answered = []
+        for _ in range(3):
+            assert ask(control, "ping", timeout=0.05, limit=1, destination=["nobody@nowhere"]) == {}
+            answered.append(answers(control, host, 0.06))
+    assert answered == [True, True, True]

@@ -388,21 +388,25 @@ def hard_limit(ctx: Context) -> None:
 )
 def rate_limit(ctx: Context) -> None:
     ctx.start_worker(["rated"], name="rated", concurrency=4)
-    results = [send_email.apply_async(args=(f"user{n}@example.com",), queue=ctx.queue("rated")) for n in range(6)]
-    for result in results:
-        ctx.wait(result)
+    with Lateness() as lateness:
+        results = [send_email.apply_async(args=(f"user{n}@example.com",), queue=ctx.queue("rated")) for n in range(6)]
+        for result in results:
+            ctx.wait(result)
     starts = sorted(e.at for r in results for e in ctx.timeline.events(r.id, ["started"]))
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(starts)]
     # Celery takes a token from the worker's bucket before handing the task to the pool; the start
-    # is recorded when a pool thread runs it, a few ms later, and that lag varies (0.087 s after a
-    # 0.154 s gap was measured, with a slow result backend). So: the rate over all the starts, and
-    # no two starts close together (without the limit, the 4 free slots start them at once).
+    # is recorded when a pool thread runs it, a few ms later, and that lag varies: a start recorded
+    # late shortens the gap after it (0.087 s after a 0.154 s gap on a slow result backend, 0.028 s
+    # after 0.182 s on fakeredis beside the other lanes). So: the rate over all the starts, and no
+    # two starts close together (without the limit, the 4 free slots start them at once), less
+    # the lateness the machine showed meanwhile.
+    floor = round(max(0.0, 0.05 - lateness.worst), 3)
     mean = (starts[-1] - starts[0]) / len(gaps) if len(gaps) == 5 else 0.0
     ctx.check(
         "one worker: starts spaced by the limit, 0.1 s (4 pool slots free)",
-        "mean gap >= 0.09 s, none < 0.05 s",
+        f"mean gap >= 0.09 s, none < {floor:g} s (0.05 s less the machine's lateness, {lateness.worst:.3f} s)",
         {"mean": round(mean, 3), "gaps": gaps},
-        passed=len(gaps) == 5 and mean >= 0.09 and min(gaps) >= 0.05,
+        passed=len(gaps) == 5 and mean >= 0.09 and min(gaps) >= floor,
     )
     ctx.start_worker(["shared"], name="rated_a", concurrency=2)
     ctx.start_worker(["shared"], name="rated_b", concurrency=2)

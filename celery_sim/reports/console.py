@@ -402,6 +402,7 @@ def render_bench(console: Console, found: Sequence[Any], sizes: Sequence[int]) -
             table.add_row("", *[f"[dim]x{theirs / mine:.2f}[/]" if (theirs := pick(f)) else "" for f in ran])
 
     row("ready s", lambda f: f.ready_s, ".3f")
+    row("ready again s", lambda f: f.ready_again_s, ".3f")
     row("p50 ms", lambda f: f.p50_ms, ".2f", ratio=True)
     row("p99 ms", lambda f: f.p99_ms, ".2f", ratio=True)
     for n in sizes:

@@ -4,7 +4,7 @@ Set-ups: celery_sim's embedded brokers, each reachable real broker (embedded thr
 Celery's own test worker (``celery.contrib.testing.worker.start_worker``) with its defaults and
 tuned, plus Dramatiq's StubBroker when it is installed. Each runs in a fresh interpreter under a
 time cap, so one that hangs is reported as such and the others are not disturbed. Every result is
-checked. Figures: time to ready, p50/p99 of one ``delay().get()``, cost per task when N are sent
+checked. Figures: time to ready (and to ready again in the same process), p50/p99 of one ``delay().get()``, cost per task when N are sent
 at once, CPU used while idle, time to stop, and memory (RSS) per 1,000 tasks.
 """
 
@@ -35,6 +35,9 @@ Sender = Callable[[int], Any]  # add(i, i), returns something whose .get(timeout
 class Figures:
     setup: str
     ready_s: float | None = None
+    #: The same set-up started again in the same process, after the first stopped (what each test
+    #: after the first pays in a test session).
+    ready_again_s: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
     #: N -> microseconds per task when N are sent at once, then all their results read.
@@ -209,7 +212,22 @@ def measure(setup: str, sizes: Sequence[int], samples: int, budget_s: float, idl
         t0 = monotonic()
         context.__exit__(None, None, None)
         figures.stop_s = monotonic() - t0
+    figures.ready_again_s = _ready_again(setup)
     return figures
+
+
+def _ready_again(setup: str) -> float:
+    """Time to ready of ``setup`` started again in this process (one round trip checked on it)."""
+    started = monotonic()
+    context = SETUPS[setup][1]()
+    send = context.__enter__()
+    ready = monotonic() - started
+    try:
+        if (value := send(21).get(timeout=30)) != 42:
+            raise AssertionError(f"add(21, 21) gave {value!r} on the set-up started again")
+    finally:
+        context.__exit__(None, None, None)
+    return ready
 
 
 def _available(setup: str) -> str | None:

@@ -976,7 +976,10 @@ def _execute(
         reporter = LiveReporter(console)
         # Each lane needs a harness of its own, under a run id of its own: not for external workers
         # nor a fixed --run-id (one namespace), nor for the user's app (one harness per app at a time).
-        lanes = worker != "external" and app_path is None and run_id is None
+        # Nor on SQLite results: one file takes one writer at a time, so lanes side by side wait on
+        # its lock (stores ~1 s late), and a caller polling a 30 ms state missed it.
+        sqlite = (result_backend or "").startswith("db+sqlite:")
+        lanes = worker != "external" and app_path is None and run_id is None and not sqlite
         runner = Runner(lambda: Harness(config), reporter, timeout=timeout, run_timeout=run_timeout, lanes=lanes)
     try:
         report = runner.run(scenarios)

@@ -1,14 +1,15 @@
-"""A run's queues on its broker: which exist, how full, purging, and deleting them at the end."""
+"""A run's queues on its broker: which exist, how full, purging, and deleting them (and its results) at the end."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from celery_sim.core.adopt import delete_queues
+from celery_sim.core.adopt import delete_queues, release_backend
 from celery_sim.core.cleanup import delete_run_keys
 from celery_sim.errors import HarnessError
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from celery_sim.core.harness import Harness
 
 __all__ = ["RunQueues", "message_count"]
+
+log = logging.getLogger(__name__)
 
 
 def message_count(app: Celery, queue: str) -> int | None:
@@ -52,6 +55,26 @@ class RunQueues:
         A queue the broker does not know holds no message (on Redis an empty queue does not exist).
         """
         return message_count(self.h.app, self.h.ns.queue(queue)) or 0
+
+    def release(self, backends: Iterable[Any]) -> None:
+        """Everything the run put on its broker and result store, gone: its queues and exchanges,
+        its results, the result consumers of ``backends``, then the rpc reply queues. Each step is
+        attempted whatever the one before did (the broker may be gone: stopping must finish)."""
+        run_id = self.h.ns.run_id
+        for delete, what in ((self.delete_from_broker, "queues and exchanges"), (self.delete_results, "results")):
+            try:
+                delete()
+            except Exception as exc:
+                log.warning("could not delete the %s of run %s: %r", what, run_id, exc)
+        for backend in backends:
+            try:
+                release_backend(backend)
+            except Exception as exc:  # a consumer the broker already cancelled
+                log.warning("could not stop a result consumer of run %s: %r", run_id, exc)
+        try:
+            self.delete_reply_queues()
+        except Exception as exc:
+            log.warning("could not delete the rpc reply queues of run %s: %r", run_id, exc)
 
     def delete_reply_queues(self) -> None:
         """Delete the rpc:// reply queues this run's threads made: named by thread, not by run,

@@ -25,13 +25,13 @@ from kombu import Queue
 from kombu.utils.imports import symbol_by_name
 
 from celery_sim.core import timewarp
-from celery_sim.core.appfactory import AppSpec
+from celery_sim.core.appfactory import AppSpec, build_app
 from celery_sim.core.namespace import Namespace, namespace_conf
 from celery_sim.core.workers.drainloop import driver_type
 from celery_sim.errors import HarnessError
 from celery_sim.observe.recorder import RecordingAMQPMixin, task_state_updated
 
-__all__ = ["Adoption", "delete_queues", "instrument", "load_app", "release_backend", "routed_queues"]
+__all__ = ["Adoption", "delete_queues", "instrument", "lend", "load_app", "release_backend", "routed_queues"]
 
 #: Celery's cached helpers that read the settings the run overlays.
 _CACHES = ("amqp", "control", "events")
@@ -300,3 +300,15 @@ def load_app(target: Any) -> Celery:
     if not isinstance(found, Celery):
         raise HarnessError(f"app={target!r} is a {type(found).__name__}, not a Celery app")
     return found
+
+
+def lend(target: Any, spec: AppSpec) -> tuple[Celery, Adoption]:
+    """The run's app, adopted for ``spec``'s run: the user's ``target`` (an app, a ``"module:attr"``
+    path or a factory), with the modules of its ``include=`` / ``imports`` imported as a worker
+    imports them at start; or, for None, one built from ``spec``."""
+    app = build_app(spec) if target is None else load_app(target)
+    if target is not None:
+        app.loader.import_default_modules()
+    adoption = Adoption.for_spec(app, spec)
+    adoption.apply()
+    return app, adoption

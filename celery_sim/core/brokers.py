@@ -74,6 +74,10 @@ class Broker(ABC):
     def open(self, run_id: str) -> Endpoints:
         """Endpoints private to ``run_id``, ready to connect to."""
 
+    def labels(self) -> tuple[str, str]:
+        """The broker and the result backend as they may be shown to a user (no password)."""
+        return self.name, f"{self.name} (embedded)"
+
     def preflight(self, timeout: float = 3.0) -> None:  # noqa: B027  # embedded brokers need no check
         """Raise :class:`BrokerError` within about ``timeout`` seconds if the broker cannot be reached."""
 
@@ -132,6 +136,9 @@ class UrlBroker(Broker):
 
     def open(self, run_id: str) -> Endpoints:
         return Endpoints(broker_url=self.url, result_backend=self.result_backend, wake=lambda: None, close=lambda: None)
+
+    def labels(self) -> tuple[str, str]:
+        return mask_url(self.url), mask_url(self.result_backend)
 
     def preflight(self, timeout: float = 3.0) -> None:
         from kombu import Connection

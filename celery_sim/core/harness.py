@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -13,9 +13,9 @@ from celery import Celery
 
 from celery_sim.core import timewarp
 from celery_sim.core.admin import RunQueues
-from celery_sim.core.adopt import Adoption, load_app, release_backend, routed_queues
-from celery_sim.core.appfactory import AppSpec, Configure, build_app
-from celery_sim.core.brokers import Broker, Endpoints, backend_kind, mask_url, resolve_broker
+from celery_sim.core.adopt import Adoption, lend, release_backend, routed_queues
+from celery_sim.core.appfactory import AppSpec, Configure
+from celery_sim.core.brokers import Broker, Endpoints, backend_kind, resolve_broker
 from celery_sim.core.namespace import Namespace
 from celery_sim.core.workers import WORKER_KINDS
 from celery_sim.core.workers.crew import Crew, Worker
@@ -68,6 +68,18 @@ class HarnessConfig:
     worker: str = "thread"
     extra_conf: dict[str, Any] = field(default_factory=dict)
 
+    def check(self, broker: Broker) -> None:
+        """Raise :class:`HarnessError`, naming the value and the fix, if this cannot run on ``broker``."""
+        if self.worker not in WORKER_KINDS:
+            raise HarnessError(f"worker={self.worker!r}: choose one of {', '.join(WORKER_KINDS)}")
+        if self.worker == "external" and not self.run_id:
+            raise HarnessError("worker='external' needs a fixed run_id: the external workers consume its queues")
+        if self.worker != "thread" and broker.name == "memory":
+            raise HarnessError(
+                f"worker={self.worker!r} needs a broker other processes can reach; the memory broker "
+                "lives in this process: use broker 'fakeredis' (embedded too) or a real broker's URL"
+            )
+
 
 class Harness:
     """Builds a fresh Celery app on a broker, runs an embedded worker, records a timeline.
@@ -113,15 +125,7 @@ class Harness:
     def start(self) -> None:
         if self._started:
             raise HarnessError("this harness was already started; build a new Harness for a new run")
-        if self.config.worker not in WORKER_KINDS:
-            raise HarnessError(f"worker={self.config.worker!r}: choose one of {', '.join(WORKER_KINDS)}")
-        if self.config.worker == "external" and not self.config.run_id:
-            raise HarnessError("worker='external' needs a fixed run_id: the external workers consume its queues")
-        if self.config.worker != "thread" and self.broker.name == "memory":
-            raise HarnessError(
-                f"worker={self.config.worker!r} needs a broker other processes can reach; the memory broker "
-                "lives in this process: use broker 'fakeredis' (embedded too) or a real broker's URL"
-            )
+        self.config.check(self.broker)
         self._started = True
         try:
             self._endpoints = self.broker.open(self.ns.run_id)
@@ -151,12 +155,7 @@ class Harness:
         )
         self._spec = spec
         self._built = target is None
-        app = build_app(spec) if target is None else load_app(target)
-        if target is not None:  # the modules of include= / imports, as a worker imports them at start
-            app.loader.import_default_modules()
-        adoption = Adoption.for_spec(app, spec)
-        adoption.apply()
-        self._adoption = adoption
+        app, self._adoption = lend(target, spec)
         return app
 
     def _resolve_main_queues(self) -> tuple[str, ...]:
@@ -190,23 +189,7 @@ class Harness:
             errors.append(str(exc))
         self.crew.stop_events()  # before the event exchange is deleted: stopping sends it an event
         if self._app is not None:
-            for delete, what in (
-                (self.run_queues.delete_from_broker, "queues and exchanges"),
-                (self.run_queues.delete_results, "results"),
-            ):
-                try:
-                    delete()
-                except Exception as exc:  # the broker may be gone; stopping must still finish
-                    log.warning("could not delete the %s of run %s: %r", what, self.ns.run_id, exc)
-            for backend in list(self._adoption.backends if self._adoption else ()):
-                try:
-                    release_backend(backend)
-                except Exception as exc:  # a consumer the broker already cancelled
-                    log.warning("could not stop a result consumer of run %s: %r", self.ns.run_id, exc)
-            try:
-                self.run_queues.delete_reply_queues()
-            except Exception as exc:
-                log.warning("could not delete the rpc reply queues of run %s: %r", self.ns.run_id, exc)
+            self.run_queues.release(list(self._adoption.backends if self._adoption else ()))
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
@@ -248,16 +231,12 @@ class Harness:
     @property
     def broker_label(self) -> str:
         """The broker as it may be shown to a user (no password)."""
-        if self.broker.embedded:
-            return self.broker.name
-        return mask_url(self._endpoints.broker_url if self._endpoints else self.config.broker)
+        return self.broker.labels()[0]
 
     @property
     def result_backend_label(self) -> str:
         """The result backend as it may be shown to a user (no password)."""
-        if self.broker.embedded:
-            return f"{self.broker.name} (embedded)"
-        return mask_url(self.config.result_backend or str(getattr(self.broker, "result_backend", "")))
+        return self.broker.labels()[1]
 
     @property
     def backend_kind(self) -> str | None:
@@ -340,20 +319,13 @@ class Harness:
         """Stop ``child`` (another harness of this run, e.g. on another broker) with this one."""
         self._sides.append(child)
 
-    @contextmanager
-    def time_scale(self, scale: float) -> Iterator[None]:
+    def time_scale(self, scale: float) -> AbstractContextManager[None]:
         """Within the block, delays of messages published by this run are multiplied by ``scale``.
 
         Messages published in the block carry the scale, so their retries are compressed too,
         even after the block has ended (see :mod:`celery_sim.core.timewarp`).
         """
-        conf = self.app.conf
-        previous = conf.get(timewarp.CONF_KEY)
-        conf[timewarp.CONF_KEY] = timewarp.validate_scale(scale)
-        try:
-            yield
-        finally:
-            conf[timewarp.CONF_KEY] = previous
+        return timewarp.scaled(self.app.conf, scale)
 
     def drain(self, timeout: float = 10.0, *, fail_fast: bool = True) -> None:
         """Wait until every task this run published has ended (see :func:`celery_sim.core.drain.drain`)."""

@@ -25,7 +25,8 @@ retry coming after some work chooses a scale that keeps it there.
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "compress_delay",
     "min_delay",
     "parse_time",
+    "scaled",
     "validate_scale",
 ]
 
@@ -65,6 +67,17 @@ def validate_scale(scale: float) -> float:
     if not isinstance(scale, (int, float)) or math.isnan(scale) or not 0 < scale <= 1:
         raise ValueError(f"time scale {scale!r} must be a number in (0, 1]: 0.001 makes a 1 s delay take 1 ms")
     return float(scale)
+
+
+@contextmanager
+def scaled(conf: MutableMapping[str, Any], scale: float) -> Iterator[None]:
+    """Within the block, the app whose configuration is ``conf`` publishes with time scale ``scale``."""
+    previous = conf.get(CONF_KEY)
+    conf[CONF_KEY] = validate_scale(scale)
+    try:
+        yield
+    finally:
+        conf[CONF_KEY] = previous
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -820,9 +820,10 @@ def bench_command(
 ) -> None:
     """Measure round trips through each set-up side by side, each in its own process.
 
-    Ready, p50/p99 of one delay().get(), µs per task with N sent at once (N = 100, 1,000, 10,000),
-    CPU while idle, stop, and memory per 1,000 tasks; ratios against the default mode. Set-ups that
-    cannot run here (a broker down, Dramatiq not installed) are listed with the reason.
+    Ready, ready again (a second start in the same process), p50/p99 of one delay().get(), µs per
+    task with N sent at once (N = 100, 1,000, 10,000), CPU while idle, stop, and memory per 1,000
+    tasks; ratios against the default mode. Set-ups that cannot run here (a broker down, Dramatiq
+    not installed) are listed with the reason.
     """
     from rich.console import Console
     from rich.markup import escape

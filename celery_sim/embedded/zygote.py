@@ -7,11 +7,12 @@ socket bound before the fork, so the server accepts connections when its pid com
 template is single-threaded: forking it is safe, unlike forking this process, whose worker
 threads may hold locks the child would inherit held.
 
-Lifecycle. The template starts on the first request (through :func:`~celery_sim.core.workers.spawn.popen`,
-so it is terminated if this process dies) and ends when this process exits (its stdin closes) or
-dies; either way it kills the servers it forked first and waits (at most 2 s) for their exit. Each server also asks for SIGKILL if the
-template dies. Servers are stopped one by one by their :class:`Forked` handle: SIGKILL through a
-pidfd (never a pid another process may have reused by then), then their exit is awaited.
+Lifecycle. The template starts on the first request (through
+:func:`~celery_sim.core.workers.spawn.popen`, so it is terminated if this process dies) and ends
+when this process exits (its stdin closes) or dies; either way it kills the servers it forked first
+and waits (at most 2 s) for their exit. Each server also asks for SIGKILL if the template dies.
+Servers are stopped one by one by their :class:`Forked` handle: SIGKILL through a pidfd (never a
+pid another process may have reused by then), then their exit is awaited.
 
 Linux only (``os.pidfd_open``, Linux 5.3); elsewhere each server is its own interpreter.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import select
 import signal
@@ -32,12 +32,10 @@ from collections.abc import Callable
 from time import monotonic
 from typing import IO, Any
 
-from celery_sim.core.workers.spawn import popen
+from celery_sim.core.workers.spawn import die_with_parent, popen
 from celery_sim.errors import BrokerError
 
 __all__ = ["Forked", "Template", "available", "serve_requests"]
-
-_PR_SET_PDEATHSIG = 1
 
 
 def available() -> bool:
@@ -218,8 +216,7 @@ def _become_server(
 ) -> None:  # pragma: no cover
     """In the forked child: die with the template, let go of its pipes, and serve until killed."""
     try:
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        die_with_parent(signal.SIGKILL)
         if os.getppid() != template:  # the template died before the request above took effect
             os._exit(1)
         for fd in inherited:

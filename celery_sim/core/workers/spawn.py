@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from time import monotonic, sleep
 from typing import Any
 
-__all__ = ["popen", "wait_ready"]
+__all__ = ["die_with_parent", "popen", "wait_ready"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -26,9 +26,10 @@ _PR_SET_PDEATHSIG = 1
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csim-spawner")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent(signum: int = signal.SIGTERM) -> None:  # pragma: no cover - runs in a child
+    """Ask the kernel to send this process ``signum`` when its parent (the thread that forked it) ends (Linux)."""
     with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
 
 
 def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -37,7 +38,7 @@ def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     Its own session (process group): Ctrl-C in a terminal reaches this process only, which then
     stops its children in order, and a stop can kill a child's whole group.
     """
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    preexec = die_with_parent if sys.platform.startswith("linux") else None
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(args, start_new_session=True, preexec_fn=preexec, **kwargs)

@@ -140,12 +140,12 @@ class Crew:
         consumed: dict[str, set[str]] = {}
         control = probe_control(h.app)
         while monotonic() < deadline:
-            pinged = ask(control, "ping", timeout=0.5, limit=None)
-            if pinged:
-                hosts = sorted(pinged)
-                active = ask(control, "active_queues", timeout=1.0, limit=len(hosts), destination=hosts)
+            if ask(control, "ping", timeout=0.5, limit=None):
+                # Every worker, not only those that answered ping: one still starting then is a main worker too.
+                active = ask(control, "active_queues", timeout=1.0, limit=None)
                 consumed = {host: {q["name"] for q in queues} & wanted for host, queues in active.items()}
                 if set().union(*consumed.values(), set()) >= wanted:
+                    hosts = sorted(consumed)
                     stats = ask(control, "stats", timeout=1.0, limit=len(hosts), destination=hosts)
                     self.external = {
                         host: int(stats.get(host, {}).get("pool", {}).get("max-concurrency", 1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -50,6 +49,8 @@ BROKER_HELP = (
 
 
 def _setup_logging(verbose: int) -> None:
+    import logging
+
     from rich.console import Console
     from rich.logging import RichHandler
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from celery_sim.cli import cli
@@ -151,3 +152,40 @@ def test_list_answers_without_importing_celery_and_shows_the_catalog_as_imported
     catalog = [(s.name, s.summary) for s in load_catalog().all()]
     assert catalog_index() == catalog  # every name and summary, worked out as Python does
     assert all(name in listing for name, _ in catalog) and f"{len(catalog)} scenarios" in listing
+
+
+def test_the_stored_catalog_index_is_the_one_read_from_the_source_now() -> None:
+    """`list` uses the stored index while its sources are unchanged; a stale one costs ~40 ms."""
+    import json
+
+    from celery_sim.scenarios import index
+    from celery_sim.scenarios.families import FAMILIES
+
+    found = index.read_index()
+    assert found is not None
+    stored = json.loads(index.STORED.read_text(encoding="utf-8"))
+    fresh = {"families": FAMILIES, "sources": found[1], "index": [list(item) for item in found[0]]}
+    assert stored == fresh, "stale: run `python -m celery_sim.scenarios.index` and commit catalog_index.json"
+
+
+def test_a_stored_index_is_used_only_while_every_source_it_was_read_from_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from celery_sim.scenarios import index
+
+    document = json.loads(index.STORED.read_text(encoding="utf-8"))
+    document["index"] = [["marker.only_in_the_stored_copy", "seen only if the stored index is used"]]
+    monkeypatch.setattr(index, "STORED", tmp_path / "catalog_index.json")
+    index.STORED.write_text(json.dumps(document), encoding="utf-8")
+    assert index.catalog_index() == [("marker.only_in_the_stored_copy", "seen only if the stored index is used")]
+
+    module = sorted(document["sources"])[-1]  # a module of constants, or a family
+    document["sources"][module] = "0:00000000"  # as if that file had been edited since
+    index.STORED.write_text(json.dumps(document), encoding="utf-8")
+    found = index.read_index()
+    assert found is not None and index.catalog_index() == found[0] and len(found[0]) > 1
+
+    index.STORED.write_text("{not json", encoding="utf-8")
+    assert index.catalog_index() == found[0]

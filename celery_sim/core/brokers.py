@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from abc import ABC, abstractmethod
@@ -201,6 +200,8 @@ def resolve_broker(value: str, result_backend: str | None = None) -> Broker:
     if value in BROKERS:
         return BROKERS[value]()
     if "://" not in value:
+        import difflib
+
         close = difflib.get_close_matches(value, list(BROKERS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise BrokerError(

@@ -413,14 +413,17 @@ def rate_limit(ctx: Context) -> None:
     # late shortens the gap after it (0.087 s after a 0.154 s gap on a slow result backend, 0.028 s
     # after 0.182 s on fakeredis beside the other lanes). So: the rate over all the starts, and no
     # two starts close together (without the limit, the 4 free slots start them at once), less
-    # the lateness the machine showed meanwhile.
+    # the lateness the machine showed meanwhile: a first start recorded that late shortens the span
+    # of the five gaps by as much (0.055 s, then 0.09-0.108 s, mean 0.089, on fakeredis beside the lanes).
     floor = round(max(0.0, 0.05 - lateness.worst), 3)
+    least_mean = round(max(0.05, 0.09 - lateness.worst / 5), 3)
     mean = (starts[-1] - starts[0]) / len(gaps) if len(gaps) == 5 else 0.0
     ctx.check(
         "one worker: starts spaced by the limit, 0.1 s (4 pool slots free)",
-        f"mean gap >= 0.09 s, none < {floor:g} s (0.05 s less the machine's lateness, {lateness.worst:.3f} s)",
+        f"mean gap >= {least_mean:g} s, none < {floor:g} s (0.09 s and 0.05 s, less the machine's lateness, "
+        f"{lateness.worst:.3f} s, over the 5 gaps and in one)",
         {"mean": round(mean, 3), "gaps": gaps},
-        passed=len(gaps) == 5 and mean >= 0.09 and min(gaps) >= floor,
+        passed=len(gaps) == 5 and mean >= least_mean and min(gaps) >= floor,
     )
     ctx.start_worker(["shared"], name="rated_a", concurrency=2)
     ctx.start_worker(["shared"], name="rated_b", concurrency=2)

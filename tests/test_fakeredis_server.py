@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 import redis
 
 from celery_sim.embedded import zygote
-from celery_sim.embedded.fakeredis_server import FakeRedisServer
+from celery_sim.embedded.fakeredis_server import FakeRedisServer, _serve
 
 
 @pytest.fixture
@@ -66,7 +69,10 @@ def test_servers_forked_from_one_template_are_separate_and_gone_once_stopped() -
 
 @needs_template
 def test_a_template_that_ends_takes_its_servers_with_it(tmp_path: Path) -> None:
-    template = zygote.Template._start(10.0)  # a private one: the shared template stays up
+    # A private one (the shared template stays up), an interpreter of its own: this process has threads.
+    template = zygote.Template._start(
+        10.0, _serve, [sys.executable, "-m", "celery_sim.embedded.fakeredis_server", "--template"], fork=False
+    )
     forked = template.fork(str(tmp_path / "redis.sock"), 10.0)
     client = redis.Redis(unix_socket_path=str(tmp_path / "redis.sock"), socket_timeout=5.0)
     assert client.ping() is True
@@ -76,5 +82,93 @@ def test_a_template_that_ends_takes_its_servers_with_it(tmp_path: Path) -> None:
     assert forked.kill(1.0) is True  # already gone
 
 
+_FORKED = """
+import os, sys, threading
+from pathlib import Path
+import redis
+from celery_sim.embedded.fakeredis_server import FakeRedisServer
+from celery_sim.embedded.zygote import Template
+
+held = threading.Event()
+if sys.argv[1] == "threads":
+    threading.Thread(target=held.wait, daemon=True).start()
+read_end, write_end = os.pipe()  # open before the template starts
+server = FakeRedisServer.start("csim-test-fork")
+template = Template._shared
+client = redis.Redis(unix_socket_path=server.path, socket_timeout=5.0)
+client.set("k", "v")
+print(template.forked, client.get("k"), sep="\\n")
+client.close()
+os.close(write_end)
+print(os.read(read_end, 1) == b"")  # EOF: the template kept no copy of this process's descriptors
+held.set()
+pid = template._proc.pid
+print(sorted(os.listdir(f"/proc/{pid}/fd")))
+server.stop()
+Template.shutdown()
+print(Path(f"/proc/{pid}").exists(), Path(f"/proc/{server.pid}").exists())
+"""
+
+
+@needs_template
+@pytest.mark.parametrize("threads", ["one", "threads"])
+def test_a_single_threaded_process_forks_its_template_which_keeps_none_of_its_descriptors(threads: str) -> None:
+    """One thread: the template is forked from the process (fakeredis imported already); more: spawned."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_FORKED), threads], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    forked, value, eof, fds, still = done.stdout.splitlines()
+    assert (forked, value, eof) == (str(threads == "one"), "b'v'", "True")
+    # stdin and stdout are its pipes, stderr a file; then one pidfd per live server.
+    assert fds == "['0', '1', '2', '3']", fds
+    assert still == "False False"  # the template and its server are gone once stopped
+
+
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+_KILLED = """
+import sys
+from celery_sim.embedded.fakeredis_server import FakeRedisServer
+from celery_sim.embedded.zygote import Template
+
+server = FakeRedisServer.start("csim-test-killed")
+print(Template._shared.forked, Template._shared._proc.pid, server.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+@needs_template
+def test_a_forked_template_and_its_servers_die_with_the_process_killed_by_sigkill() -> None:
+    import select
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_KILLED)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the process did not start its server within 30 s"
+        forked, template, server = proc.stdout.readline().split()
+        assert forked == "True"
+        watched = [os.pidfd_open(int(template)), os.pidfd_open(int(server))]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        pending = list(watched)
+        for _ in range(2):
+            pending = [fd for fd in pending if fd not in select.select(pending, [], [], 5.0)[0]]
+            if not pending:
+                break
+        assert not pending, "the template or its server outlived the process killed by SIGKILL"
+        for fd in watched:
+            os.close(fd)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()

@@ -27,7 +27,7 @@ import tempfile
 import threading
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fakeredis import FakeServer
 from fakeredis._clients._tcp_server import TCPFakeRequestHandler
@@ -246,7 +246,8 @@ class FakeRedisServer:
         path = str(directory / "redis.sock")
         try:
             if zygote.available():
-                process: Forked | _Executed = Template.shared(timeout).fork(path, timeout)
+                template = Template.shared(timeout, _serve, [sys.executable, "-m", __name__, "--template"])
+                process: Forked | _Executed = template.fork(path, timeout)
             else:
                 process = _Executed(path, timeout)
         except BaseException:
@@ -294,8 +295,13 @@ def run(server: _Server) -> None:
         server.server_close()
 
 
+def _serve(requests: BinaryIO, replies: BinaryIO) -> None:  # pragma: no cover - the template
+    """The template's loop (see :func:`~celery_sim.embedded.zygote.serve_requests`)."""
+    serve_requests(_Server, run, requests, replies)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--template"]:
-        serve_requests(_Server, run)
+        _serve(sys.stdin.buffer, sys.stdout.buffer)
     else:
         run(_Server(sys.argv[1]))

@@ -7,10 +7,18 @@ socket bound before the fork, so the server accepts connections when its pid com
 template is single-threaded: forking it is safe, unlike forking this process, whose worker
 threads may hold locks the child would inherit held.
 
-Lifecycle. The template starts on the first request (through
-:func:`~celery_sim.core.workers.spawn.popen`, so it is terminated if this process dies) and ends
-when this process exits (its stdin closes) or dies; either way it kills the servers it forked first
-and waits (at most 2 s) for their exit. Each server also asks for SIGKILL if the template dies.
+Where the template comes from. While this process has a single thread (the kernel's count, C
+threads included), nothing can hold a lock a child would inherit held, so the template is forked
+from this process itself, which has fakeredis imported already: it is ready in a few ms instead
+of the 0.2-0.3 s of a fresh interpreter (the first server of a process, measured). The forked
+template keeps only its pipes (every other descriptor is closed), resets every signal handler,
+and freezes the objects it inherited (:func:`gc.freeze`), so that none is finalized there; it
+never returns into this process's code and ends with ``os._exit``. With more than one thread it
+is a fresh interpreter, started through :func:`~celery_sim.core.workers.spawn.popen`.
+
+Lifecycle. The template starts on the first request, asks to be terminated if this process dies,
+and ends when this process exits (its stdin closes) or dies; either way it kills the servers it
+forked first and waits (at most 2 s) for their exit. Each server also asks for SIGKILL if the template dies.
 Servers are stopped one by one by their :class:`Forked` handle: SIGKILL through a pidfd (never a
 pid another process may have reused by then), then their exit is awaited.
 
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import os
 import select
 import signal
@@ -30,12 +39,15 @@ import tempfile
 import threading
 from collections.abc import Callable
 from time import monotonic
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from celery_sim.core.workers.spawn import die_with_parent, popen
 from celery_sim.errors import BrokerError
 
 __all__ = ["Forked", "Template", "available", "serve_requests"]
+
+#: What the template runs: serve the requests read from the first stream, replying on the second.
+Serve = Callable[[BinaryIO, BinaryIO], None]
 
 
 def available() -> bool:
@@ -66,37 +78,88 @@ class Forked:
         return gone
 
 
+def _single_threaded() -> bool:
+    """Whether this process has one thread, as the kernel counts them (C threads too)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+class _Child:
+    """A template forked from this process: the parts of :class:`subprocess.Popen` a Template uses."""
+
+    def __init__(self, pid: int, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+        self.pid, self.stdin, self.stdout = pid, stdin, stdout
+        self.returncode: int | None = None
+        self._fd = os.pidfd_open(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else (a waitpid(-1) elsewhere): exited
+                done, status = self.pid, 0
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                os.close(self._fd)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = monotonic() + timeout
+        while (code := self.poll()) is None:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(f"fakeredis template {self.pid}", timeout)
+            select.select([self._fd], [], [], remaining)
+        return code
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._fd, signal.SIGKILL)
+
+
 class Template:
     """The parent's side: the template process, started once and shared by every run in this process."""
 
     _shared: Template | None = None
     _shared_lock = threading.Lock()
 
-    def __init__(self, proc: subprocess.Popen[bytes], errors: IO[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes] | _Child, errors: IO[bytes]) -> None:
         self._proc = proc
         self._errors = errors
         self._buffer = b""
         self._lock = threading.Lock()  # one request and its reply at a time
 
+    @property
+    def forked(self) -> bool:
+        """Whether the template was forked from this process (else it is an interpreter of its own)."""
+        return isinstance(self._proc, _Child)
+
     @classmethod
-    def shared(cls, timeout: float) -> Template:
-        """The running template, started (and waited for, at most ``timeout`` s) if there is none."""
+    def shared(cls, timeout: float, serve: Serve, command: list[str]) -> Template:
+        """The running template, started (and waited for, at most ``timeout`` s) if there is none:
+        forked from this process to run ``serve`` if it has one thread, else ``command``."""
         with cls._shared_lock:
             if cls._shared is None or cls._shared._proc.poll() is not None:
                 if cls._shared is not None:
                     cls._shared.close()
-                cls._shared = cls._start(timeout)
+                cls._shared = cls._start(timeout, serve, command)
             return cls._shared
 
     @classmethod
-    def _start(cls, timeout: float) -> Template:
+    def _start(cls, timeout: float, serve: Serve, command: list[str], fork: bool | None = None) -> Template:
+        """A new template; ``fork`` None forks it when this process has one thread."""
         errors = tempfile.TemporaryFile()  # noqa: SIM115 - the template's stderr, kept for its whole life
-        proc = popen(
-            [sys.executable, "-m", "celery_sim.embedded.fakeredis_server", "--template"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-        )
+        try:
+            if fork if fork is not None else _single_threaded():
+                proc: subprocess.Popen[bytes] | _Child = _fork_template(serve, errors)
+            else:
+                proc = popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+        except BaseException:
+            errors.close()
+            raise
         template = cls(proc, errors)
         if template._read_line(timeout) != "ready":
             template.close()
@@ -165,10 +228,54 @@ class Template:
 atexit.register(Template.shutdown)
 
 
-def serve_requests(bind: Callable[[str], Any], run: Callable[[Any], None]) -> None:  # pragma: no cover - the template
-    """The template's loop: for each socket path read on stdin, ``bind(path)`` a server, fork a
-    process that will ``run(server)``, and answer with its pid. Ends at EOF or SIGTERM, killing
-    the servers it forked."""
+def _fork_template(serve: Serve, errors: IO[bytes]) -> _Child:
+    """Fork this (single-threaded) process into a template running ``serve`` on two pipes."""
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    parent = os.getpid()
+    collecting = gc.isenabled()
+    gc.disable()  # no collection in the child before it freezes what it inherited
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _become_template(parent, serve, requests_r, replies_w, errors.fileno())
+    finally:
+        if collecting:
+            gc.enable()
+    os.close(requests_r)
+    os.close(replies_w)
+    return _Child(pid, os.fdopen(requests_w, "wb"), os.fdopen(replies_r, "rb"))
+
+
+def _become_template(parent: int, serve: Serve, requests: int, replies: int, errors: int) -> None:  # pragma: no cover
+    """In the forked child: keep only the pipes and the error file, as fds 0, 1 and 2, reset every
+    signal handler, leave what this process held alone, and serve; never return."""
+    try:
+        gc.freeze()  # the parent's objects (sockets among them) are never collected nor finalized here
+        gc.enable()
+        die_with_parent(signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request above took effect
+            os._exit(1)
+        os.setsid()  # as popen's children: Ctrl-C in a terminal reaches the run only
+        for fd, target in ((requests, 0), (replies, 1), (errors, 2)):
+            os.dup2(fd, target)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        signal.set_wakeup_fd(-1)
+        for signum in signal.valid_signals():
+            if signum not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGPIPE):
+                with contextlib.suppress(OSError, ValueError):
+                    signal.signal(signum, signal.SIG_DFL)
+        serve(os.fdopen(0, "rb"), os.fdopen(1, "wb"))
+    finally:
+        os._exit(1)
+
+
+def serve_requests(
+    bind: Callable[[str], Any], run: Callable[[Any], None], requests: BinaryIO, replies: BinaryIO
+) -> None:  # pragma: no cover - the template
+    """The template's loop: for each socket path read from ``requests``, ``bind(path)`` a server,
+    fork a process that will ``run(server)``, and answer on ``replies`` with its pid. Ends at EOF
+    or SIGTERM, killing the servers it forked."""
     servers: dict[int, int] = {}  # pid -> pidfd
 
     def end(*_: Any) -> None:
@@ -186,10 +293,10 @@ def serve_requests(bind: Callable[[str], Any], run: Callable[[Any], None]) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the run, which then closes stdin
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # servers are reaped as they exit
     template = os.getpid()
-    out = sys.stdout.buffer
+    out = replies
     out.write(b"ready\n")
     out.flush()
-    for line in sys.stdin.buffer:
+    for line in requests:
         path = line.decode().strip()
         for pid, fd in list(servers.items()):  # forget the servers that have exited
             if select.select([fd], [], [], 0)[0]:

@@ -135,7 +135,16 @@ from celery_sim.embedded.fakeredis_server import FakeRedisServer
 from celery_sim.embedded.zygote import Template
 
 server = FakeRedisServer.start("csim-test-killed")
-print(Template._shared.forked, Template._shared._proc.pid, server.pid, flush=True)
+import time
+
+def name(pid):
+    return open(f"/proc/{pid}/comm").read().strip()
+
+until = time.monotonic() + 5.0  # the server names itself once forked, a moment after its pid is known
+while name(server.pid) == name(Template._shared._proc.pid) and time.monotonic() < until:
+    time.sleep(0.005)
+names = [name(pid) for pid in (Template._shared._proc.pid, server.pid)]
+print(Template._shared.forked, Template._shared._proc.pid, server.pid, *names, flush=True)
 sys.stdin.read()  # until killed
 """
 
@@ -152,8 +161,9 @@ def test_a_forked_template_and_its_servers_die_with_the_process_killed_by_sigkil
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         assert ready, "the process did not start its server within 30 s"
-        forked, template, server = proc.stdout.readline().split()
+        forked, template, server, *names = proc.stdout.readline().split()
         assert forked == "True"
+        assert names == [zygote.TEMPLATE_NAME, zygote.SERVER_NAME]  # how ps and the reaping tests know them
         watched = [os.pidfd_open(int(template)), os.pidfd_open(int(server))]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

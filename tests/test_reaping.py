@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from celery_sim.embedded import zygote
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc (Linux)")
 
 #: Bound for every wait in this file; a start takes ~1.5 s, a stop ~1 s.
@@ -52,6 +54,15 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _is_fakeredis(pid: int) -> bool:
+    """A fakeredis server, or its template: by command line, or by name once forked from the run."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        name = ""
+    return "fakeredis_server" in _cmdline(pid) or name in (zygote.SERVER_NAME, zygote.TEMPLATE_NAME)
+
+
 def _alive(pids: set[int]) -> set[int]:
     """Those of ``pids`` still running (zombies count as gone: they hold no resources but a pid)."""
     alive = set()
@@ -78,7 +89,7 @@ def _start_run(*args: str) -> tuple[subprocess.Popen[bytes], set[int]]:
         started = _descendants(cli.pid)
         workers = {p for p in started if "celery_sim.core.workers.bootstrap" in _cmdline(p)}
         # the worker's main process and its pool child (prefork)
-        if len(workers) >= 2 and any("fakeredis_server" in _cmdline(p) for p in started):
+        if len(workers) >= 2 and any(_is_fakeredis(p) for p in started):
             return cli, started
         if cli.poll() is not None:
             pytest.fail(f"the run ended (status {cli.returncode}) before its worker process started")

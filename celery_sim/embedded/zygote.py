@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import faulthandler
 import gc
 import os
 import select
@@ -41,10 +42,13 @@ from collections.abc import Callable
 from time import monotonic
 from typing import IO, Any, BinaryIO
 
-from celery_sim.core.workers.spawn import die_with_parent, popen
+from celery_sim.core.workers.spawn import die_with_parent, name_process, popen
 from celery_sim.errors import BrokerError
 
 __all__ = ["Forked", "Template", "available", "serve_requests"]
+
+#: The process names (``/proc/PID/comm``) of the template and of the servers it forks.
+TEMPLATE_NAME, SERVER_NAME = "csim-fr-tmpl", "csim-fakeredis"
 
 #: What the template runs: serve the requests read from the first stream, replying on the second.
 Serve = Callable[[BinaryIO, BinaryIO], None]
@@ -261,6 +265,7 @@ def _become_template(parent: int, serve: Serve, requests: int, replies: int, err
             os.dup2(fd, target)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         signal.set_wakeup_fd(-1)
+        faulthandler.disable()  # its file descriptor was closed above
         for signum in signal.valid_signals():
             if signum not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGPIPE):
                 with contextlib.suppress(OSError, ValueError):
@@ -289,6 +294,7 @@ def serve_requests(
             waiting = [fd for fd in waiting if fd not in done]
         os._exit(0)
 
+    name_process(TEMPLATE_NAME)
     signal.signal(signal.SIGTERM, end)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the run, which then closes stdin
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # servers are reaped as they exit
@@ -323,6 +329,7 @@ def _become_server(
 ) -> None:  # pragma: no cover
     """In the forked child: die with the template, let go of its pipes, and serve until killed."""
     try:
+        name_process(SERVER_NAME)
         die_with_parent(signal.SIGKILL)
         if os.getppid() != template:  # the template died before the request above took effect
             os._exit(1)

@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from time import monotonic, sleep
 from typing import Any
 
-__all__ = ["die_with_parent", "popen", "wait_ready"]
+__all__ = ["die_with_parent", "name_process", "popen", "wait_ready"]
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 
 #: One long-lived thread forks every child (see the module's docstring).
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csim-spawner")
@@ -30,6 +31,13 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:  # pragma: no cover -
     """Ask the kernel to send this process ``signum`` when its parent (the thread that forked it) ends (Linux)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
+def name_process(name: str) -> None:  # pragma: no cover - runs in a child
+    """Name this process's main thread ``name`` (at most 15 bytes; ``ps -o comm``, ``/proc/PID/comm``; Linux):
+    a process forked without exec keeps the command line of the one it was forked from."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15])
 
 
 def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:

@@ -174,9 +174,12 @@ def test_a_stored_index_is_used_only_while_every_source_it_was_read_from_is_unch
     import json
 
     from celery_sim.scenarios import index
+    from celery_sim.scenarios.families import FAMILIES
 
-    document = json.loads(index.STORED.read_text(encoding="utf-8"))
-    document["index"] = [["marker.only_in_the_stored_copy", "seen only if the stored index is used"]]
+    found = index.read_index()
+    assert found is not None
+    marker = [["marker.only_in_the_stored_copy", "seen only if the stored index is used"]]
+    document = {"families": FAMILIES, "sources": dict(found[1]), "index": marker}
     monkeypatch.setattr(index, "STORED", tmp_path / "catalog_index.json")
     index.STORED.write_text(json.dumps(document), encoding="utf-8")
     assert index.catalog_index() == [("marker.only_in_the_stored_copy", "seen only if the stored index is used")]
@@ -184,8 +187,7 @@ def test_a_stored_index_is_used_only_while_every_source_it_was_read_from_is_unch
     module = sorted(document["sources"])[-1]  # a module of constants, or a family
     document["sources"][module] = "0:00000000"  # as if that file had been edited since
     index.STORED.write_text(json.dumps(document), encoding="utf-8")
-    found = index.read_index()
-    assert found is not None and index.catalog_index() == found[0] and len(found[0]) > 1
+    assert index.catalog_index() == found[0] and len(found[0]) > 1
 
     index.STORED.write_text("{not json", encoding="utf-8")
     assert index.catalog_index() == found[0]

@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 
 from celery_sim.core.harness import Harness
+from celery_sim.core.workers import probe
 from celery_sim.scenarios.scenario import Context, scenario
 from celery_sim.tools.doctor import examine
 from demos.apps import LANE, app_harness
@@ -134,6 +135,21 @@ def _pending_checklist(ctx: Context, h: Harness) -> None:
     queue = h.queue("secretflow_queue")
     replies = app.control.cancel_consumer(queue, destination=list(h.hostnames), reply=True, timeout=REPLY_TIMEOUT_S)
     ctx.check("cancel_consumer secretflow_queue: acknowledged", len(h.hostnames), len(replies or []))
+    # Celery acknowledges before its consumer cancels (call_soon): a task sent at once was still
+    # delivered to a worker process on RabbitMQ. Its active_queues change once it has.
+    hosts = list(h.hostnames)
+
+    def consuming() -> list[str]:
+        answered = probe.ask(
+            probe.probe_control(app), "active_queues", timeout=REPLY_TIMEOUT_S, limit=len(hosts), destination=hosts
+        )
+        return sorted(host for host, queues in answered.items() if any(q.get("name") == queue for q in queues or []))
+
+    ctx.check(
+        "cancel_consumer secretflow_queue: no worker lists it in active_queues, soon after",
+        [],
+        ctx.eventually(consuming, lambda found: found == [], timeout=5.0),
+    )
     waiting = app.send_task(HELLO)
     names_cause(
         ctx,

@@ -28,7 +28,7 @@ from celery.exceptions import NotRegistered, TaskRevokedError
 from kombu.utils.url import sanitize_url
 
 from celery_sim.core.admin import message_count
-from celery_sim.core.workers.probe import ask, by_host
+from celery_sim.core.workers.probe import ask, by_host, consumers
 
 __all__ = ["KINDS", "Finding", "examine", "json_control"]
 
@@ -201,7 +201,7 @@ class _Exam:
         route = self.app.amqp.router.route({}, name, (), {})
         queue = str(getattr(route.get("queue"), "name", route.get("queue")))
         active_queues = self.ask("active_queues") or {}
-        self.consumers = sorted(h for h, qs in active_queues.items() if any(q.get("name") == queue for q in qs or []))
+        self.consumers = consumers(active_queues, queue)
         length = message_count(self.app, queue)
         self.evidence.append(
             f"{name!r} routes to queue {queue!r}: consumed by {', '.join(self.consumers) or 'no worker'}, "

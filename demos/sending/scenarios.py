@@ -143,7 +143,7 @@ def _pending_checklist(ctx: Context, h: Harness) -> None:
         answered = probe.ask(
             probe.probe_control(app), "active_queues", timeout=REPLY_TIMEOUT_S, limit=len(hosts), destination=hosts
         )
-        return sorted(host for host, queues in answered.items() if any(q.get("name") == queue for q in queues or []))
+        return probe.consumers(answered, queue)
 
     ctx.check(
         "cancel_consumer secretflow_queue: no worker lists it in active_queues, soon after",

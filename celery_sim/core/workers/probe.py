@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 from celery.app.control import Control
 
-__all__ = ["answers", "ask", "by_host", "probe_control"]
+__all__ = ["answers", "ask", "by_host", "consumers", "probe_control"]
 
 
 def probe_control(app: Celery) -> Control:
@@ -51,6 +51,11 @@ def ask(
             connection=connection,
         )
     return by_host(replies)
+
+
+def consumers(active_queues: dict[str, Any], queue: str) -> list[str]:
+    """The nodes whose ``active_queues`` answer (``{node: [queue, ...]}``) lists ``queue``, sorted."""
+    return sorted(host for host, queues in active_queues.items() if any(q.get("name") == queue for q in queues or []))
 
 
 def answers(control: Control, hostname: str, timeout: float) -> bool:

@@ -95,9 +95,10 @@ def _digest(module: str) -> str:
 
 def _parse(module: str, read: dict[str, str]) -> ast.Module:
     """The tree of ``module``; its source's fingerprint goes into ``read``."""
-    data = _source(module).read_bytes()
+    path = _source(module)
+    data = path.read_bytes()
     read[module] = _fingerprint(data)
-    return ast.parse(data, str(_source(module)))
+    return ast.parse(data, str(path))
 
 
 def _constants(tree: ast.Module, package: str, read: dict[str, str], depth: int = 0) -> dict[str, Any]:

@@ -9,14 +9,12 @@ from celery.result import AsyncResult
 
 from celery_sim.scenarios.scenario import Context, scenario
 from demos.lateness import Lateness
-from demos.progress.tasks import process_items
+from demos.progress.tasks import STEP_S, process_items
 from demos.reported import reported
 
 LIFECYCLE = ["PENDING", "STARTED", "PROGRESS", "SUCCESS"]
 TOTAL = 8
-#: How long a step of process_items lasts, then the first step of each task sent again when the
-#: caller missed STARTED (which lasts one step).
-STEP_S = 0.03
+#: The steps of each task sent again when the caller missed STARTED (which lasts one step).
 RETRY_STEPS_S = (0.15, 0.4)
 
 

@@ -125,6 +125,40 @@ def test_a_single_threaded_process_forks_its_template_which_keeps_none_of_its_de
     assert still == "False False"  # the template and its server are gone once stopped
 
 
+_CLOSED = """
+import os, sys
+for fd in (0, 1, 2):
+    os.close(fd)  # a process started without them: the error file and the pipes take their numbers
+out = os.fdopen(int(sys.argv[1]), "w")
+from celery_sim.embedded.fakeredis_server import FakeRedisServer
+from celery_sim.embedded.zygote import Template
+
+server = FakeRedisServer.start("csim-test-closed")
+pid = Template._shared._proc.pid
+print(Template._shared.forked, *(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)), sep="|", file=out, flush=True)
+server.stop()
+"""
+
+
+@needs_template
+def test_a_forked_template_has_its_pipes_and_error_file_in_place_when_the_process_had_no_stdio() -> None:
+    read_end, write_end = os.pipe()
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_CLOSED), str(write_end)],
+        pass_fds=(write_end,),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        forked, stdin, stdout, stderr = reader.read().strip().split("|")
+    assert done.returncode == 0, done.stderr
+    assert forked == "True"
+    assert stdin.startswith("pipe:") and stdout.startswith("pipe:") and stdin != stdout
+    assert not stderr.startswith("pipe:"), stderr  # the error file, not one of the pipes
+
+
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import faulthandler
+import fcntl
 import gc
 import os
 import select
@@ -261,7 +262,10 @@ def _become_template(parent: int, serve: Serve, requests: int, replies: int, err
         if os.getppid() != parent:  # the parent died before the request above took effect
             os._exit(1)
         os.setsid()  # as popen's children: Ctrl-C in a terminal reaches the run only
-        for fd, target in ((requests, 0), (replies, 1), (errors, 2)):
+        # Each above 2 first: in a process started with 0-2 closed, the error file or a pipe is one
+        # of them, and putting one in place would overwrite another before it was moved.
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3) for fd in (requests, replies, errors)]
+        for target, fd in enumerate(moved):
             os.dup2(fd, target)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         signal.set_wakeup_fd(-1)

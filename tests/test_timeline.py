@@ -23,3 +23,37 @@ def test_past_its_bound_it_lets_go_of_ended_tasks_only_and_positions_stay_exact(
     assert after and all(e.task_id.startswith("late") for e in after)  # nothing from before the mark
     assert after[-1].task_id == "late49" and timeline.first("stuck", "published") is not None
     assert timeline.wait_for(lambda e: e.task_id == "late49", timeout=0, since=mark) is not None
+
+
+def test_unfinished_tasks_past_its_bound_keep_recording_cheap() -> None:
+    """Many tasks published and none done yet: every event stays, and the list is not compacted
+    on every record (which made a publish O(n), quadratic over a batch)."""
+    timeline = Timeline(max_events=100)
+    compactions = 0
+    compact = timeline._compact
+
+    def counted() -> None:
+        nonlocal compactions
+        compactions += 1
+        compact()
+
+    timeline._compact = counted  # type: ignore[method-assign]
+    for n in range(2000):
+        timeline.record("published", f"t{n}", "t")
+    assert len(timeline.events()) == 2000 and timeline.dropped == 0
+    assert compactions <= 15, compactions  # a compaction each time the list grew by a quarter
+    for n in range(2000):  # they all end: the next compactions let go of the oldest
+        timeline.record("succeeded", f"t{n}", "t")
+    assert timeline.dropped > 0 and timeline.kinds("t1999") == ["published", "succeeded"]
+
+
+def test_compaction_lets_go_of_ended_tasks_behind_unfinished_ones() -> None:
+    """The oldest events belong to tasks still running: ended tasks' events after them go instead."""
+    timeline = Timeline(max_events=100)
+    for n in range(40):
+        timeline.record("published", f"running{n}", "t")
+    for n in range(200):
+        timeline.record("published", f"t{n}", "t")
+        timeline.record("succeeded", f"t{n}", "t")
+    assert len(timeline.events()) <= 126 and timeline.dropped >= 300
+    assert all(timeline.first(f"running{n}", "published") is not None for n in range(40))

@@ -25,7 +25,7 @@ retry coming after some work chooses a scale that keeps it there.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -39,6 +39,7 @@ __all__ = [
     "Warp",
     "apply",
     "compress_delay",
+    "conf_scale",
     "min_delay",
     "parse_time",
     "scaled",
@@ -67,6 +68,19 @@ def validate_scale(scale: float) -> float:
     if not isinstance(scale, (int, float)) or math.isnan(scale) or not 0 < scale <= 1:
         raise ValueError(f"time scale {scale!r} must be a number in (0, 1]: 0.001 makes a 1 s delay take 1 ms")
     return float(scale)
+
+
+def conf_scale(conf: Any) -> float:
+    """The time scale an app's configuration ``conf`` sets (1.0 when none).
+
+    Read first from the settings written on the app (``conf.changes``, where the run and
+    :func:`scaled` put it): a plain dict read, where Celery's layered lookup costs ~6 µs a publish.
+    """
+    changes = getattr(conf, "changes", None)
+    value = changes.get(CONF_KEY) if isinstance(changes, dict) else None
+    if value is None:
+        value = conf.get(CONF_KEY)
+    return float(value or 1.0)
 
 
 @contextmanager
@@ -133,14 +147,15 @@ def apply(
     custom_headers: MutableMapping[str, Any],
     default_scale: float,
     now: datetime | None = None,
-    floor: float = MIN_DELAY_S,
+    floor: float | Callable[[], float] = MIN_DELAY_S,
 ) -> Warp:
     """Compress ``headers``' eta/expires in place, by the scale in ``custom_headers`` or ``default_scale``.
 
     ``headers`` are the task message's protocol headers; ``custom_headers`` are the headers the
     publisher adds to them (Celery's ``apply_async(headers=...)``), which retries inherit. When a
     scale other than 1 is in force it is written into ``custom_headers`` so the retries carry it.
-    No compressed delay is shorter than ``floor`` (see :func:`min_delay`).
+    No compressed delay is shorter than ``floor`` (see :func:`min_delay`; a callable is asked
+    only when there is a delay to compress).
     """
     now = now or datetime.now(timezone.utc)
     scale = validate_scale(float(custom_headers.get(HEADER) or default_scale))
@@ -149,6 +164,8 @@ def apply(
     if scale == 1.0:
         return Warp(1.0, now, eta, eta, expires, expires)
     custom_headers[HEADER] = scale
+    if callable(floor):
+        floor = floor()
     eta_sent = None if eta is None else _compress(eta, now, scale, floor)
     if eta_sent is not None:
         headers["eta"] = eta_sent.isoformat()

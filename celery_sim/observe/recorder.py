@@ -6,6 +6,7 @@ so two harnesses in one process never record each other's tasks.
 
 from __future__ import annotations
 
+import numbers
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -52,10 +53,32 @@ class RecordingAMQPMixin:
             router.ns = self.csim_ns
         return router
 
-    def as_task_v2(self, task_id: str, name: str, *args: Any, now: datetime | None = None, **kwargs: Any) -> Any:
-        now = now or self.app.now()
-        self._created_at.value = (task_id, now)
-        return super().as_task_v2(task_id, name, *args, now=now, **kwargs)  # type: ignore[misc]  # not in the stubs
+    def as_task_v2(
+        self,
+        task_id: str,
+        name: str,
+        args: Any = None,
+        kwargs: Any = None,
+        countdown: Any = None,
+        eta: Any = None,
+        group_id: Any = None,
+        group_index: Any = None,
+        expires: Any = None,
+        *rest: Any,
+        now: datetime | None = None,
+        **options: Any,
+    ) -> Any:
+        # Celery reads the app's clock only for a countdown or a numeric expiry; it is given the
+        # same moment here. Otherwise the creation time is for the timeline alone, and UTC is as good.
+        if countdown or isinstance(expires, numbers.Real):
+            now = now or self.app.now()
+            created = now
+        else:
+            created = now or datetime.now(timezone.utc)
+        self._created_at.value = (task_id, created)
+        return super().as_task_v2(  # type: ignore[misc]  # not in the stubs
+            task_id, name, args, kwargs, countdown, eta, group_id, group_index, expires, *rest, now=now, **options
+        )
 
     def _creation_time(self, task_id: Any) -> datetime | None:
         created = getattr(self._created_at, "value", None)
@@ -73,9 +96,9 @@ class RecordingAMQPMixin:
             warp = timewarp.apply(
                 message.headers,
                 custom,
-                float(app.conf.get(timewarp.CONF_KEY) or 1.0),
+                timewarp.conf_scale(app.conf),
                 now=self._creation_time(message.headers.get("id")),
-                floor=timewarp.min_delay(backend_kind(app.conf.result_backend)),
+                floor=lambda: timewarp.min_delay(backend_kind(app.conf.result_backend)),
             )
             queue = kwargs.get("queue")
             exchange = kwargs.get("exchange")
@@ -114,6 +137,10 @@ def published_data(headers: Any, warp: timewarp.Warp, where: dict[str, Any]) -> 
         "eta_sent": warp.eta_sent.isoformat() if warp.eta_sent else None,
         "expires_sent": warp.expires_sent.isoformat() if warp.expires_sent else None,
     }
+
+
+#: Tasks whose receiving node a recorder remembers at most (for the events of their run).
+MAX_RECEIVERS = 50_000
 
 
 class Recorder:
@@ -173,6 +200,9 @@ class Recorder:
     def _on_received(self, sender: Any = None, request: Any = None, **kw: Any) -> None:
         if not self._mine(sender) or request is None:
             return
+        if len(self._receivers) >= MAX_RECEIVERS:  # bounded on a long run: the oldest half goes
+            for task_id in list(self._receivers)[: MAX_RECEIVERS // 2]:
+                del self._receivers[task_id]
         self._receivers[request.id] = request.hostname
         self.timeline.record(
             "received",
@@ -185,13 +215,14 @@ class Recorder:
 
     def _on_prerun(self, sender: Any = None, task_id: str = "", **kw: Any) -> None:
         if self._mine(sender):
+            request = sender.request
             self.timeline.record(
                 "started",
                 task_id,
                 sender.name,
                 self._hostname(task_id),
-                eager=bool(sender.request.is_eager),
-                retries=sender.request.retries,
+                eager=bool(request.is_eager),
+                retries=request.retries,
             )
 
     def _on_state(
@@ -209,9 +240,8 @@ class Recorder:
 
     def _on_success(self, sender: Any = None, result: Any = None, **kw: Any) -> None:
         if self._mine(sender):
-            self.timeline.record(
-                "succeeded", sender.request.id, sender.name, self._hostname(sender.request.id), result=result
-            )
+            task_id = sender.request.id
+            self.timeline.record("succeeded", task_id, sender.name, self._hostname(task_id), result=result)
 
     def _on_failure(
         self, sender: Any = None, task_id: str = "", exception: BaseException | None = None, **kw: Any

@@ -193,7 +193,6 @@ class Recorder:
             str(headers.get("task")),
             ago=data["sent_after"],
             **data,
-            caller_thread=threading.current_thread().name,
             by_worker=threading.current_thread().name.startswith("csim-pool"),
         )
 

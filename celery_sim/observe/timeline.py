@@ -107,7 +107,7 @@ class Timeline:
 
     def record(
         self, kind: EventKind, task_id: str, name: str, hostname: str | None = None, *, ago: float = 0.0, **data: Any
-    ) -> Event:
+    ) -> None:
         """Append an event that happened ``ago`` seconds before now.
 
         Events stay in the order they were recorded (positions from :meth:`mark` stay valid);
@@ -117,7 +117,7 @@ class Timeline:
             kind,
             task_id,
             name,
-            self.now() - ago,
+            self._clock() - self._t0 - ago,
             hostname,
             threading.current_thread().name,
             *chain.from_iterable(data.items()),
@@ -131,10 +131,10 @@ class Timeline:
             subscribers = self._subscribers
             if self._waiting:
                 self._cond.notify_all()
-        event = Event(kind, task_id, name, row[_AT], hostname, row[_THREAD], data)
-        for subscriber in subscribers:
-            subscriber(event)
-        return event
+        if subscribers:
+            event = Event(kind, task_id, name, row[_AT], hostname, row[_THREAD], data)
+            for subscriber in subscribers:
+                subscriber(event)
 
     def _compact(self) -> None:
         """Let go of the oldest events of ended tasks, a quarter of the list's length at most

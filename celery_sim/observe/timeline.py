@@ -72,8 +72,8 @@ MAX_EVENTS = 100_000
 class Timeline:
     """A thread-safe list of :class:`Event` in recording order, with waiting and live subscribers.
 
-    Bounded: past ``max_events``, the oldest quarter's events of tasks that have ended are
-    dropped (counted in :attr:`dropped`); events of unfinished tasks always stay. When they alone
+    Bounded: past ``max_events``, the oldest events of tasks that have ended, a quarter of the
+    list at most, are dropped (counted in :attr:`dropped`); events of unfinished tasks always stay. When they alone
     fill it (many tasks published and none done yet), the next compaction waits until the list has
     grown by a quarter again, so recording stays O(1) amortized. Positions from :meth:`mark` are
     sequence numbers, so they stay exact across a drop.
@@ -117,7 +117,7 @@ class Timeline:
             kind,
             task_id,
             name,
-            self._clock() - self._t0 - ago,
+            self.now() - ago,
             hostname,
             threading.current_thread().name,
             *chain.from_iterable(data.items()),
@@ -153,6 +153,10 @@ class Timeline:
         self._events, self._seq = events, seq
         self._compact_past = max(self.max_events, len(events) + len(events) // 4)
 
+    def _rows_since(self, since: int) -> list[_Row]:
+        with self._cond:
+            return self._events[bisect_left(self._seq, since) :]
+
     def mark(self) -> int:
         """A position: pass it as ``since`` to see only what happens after now."""
         with self._cond:
@@ -160,8 +164,7 @@ class Timeline:
 
     def events(self, task_id: str | None = None, kinds: Iterable[str] | None = None, since: int = 0) -> list[Event]:
         wanted = None if kinds is None else frozenset(kinds)
-        with self._cond:
-            selected = self._events[bisect_left(self._seq, since) :]
+        selected = self._rows_since(since)
         # In the order they happened: a worker process's events arrive out of order (its pool
         # processes send over their own connections; Celery buffers the parent's task events).
         return sorted(
@@ -212,9 +215,7 @@ class Timeline:
         reports a retry it published and the retry's end on separate connections, which may
         arrive in either order.
         """
-        with self._cond:
-            selected = self._events[bisect_left(self._seq, since) :]
-        return _last_kinds(selected)
+        return _last_kinds(self._rows_since(since))
 
     def running_on(self, hostname: str | None) -> list[Event]:
         """The ``started`` event of each attempt on ``hostname`` that has not ended."""

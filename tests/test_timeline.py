@@ -57,3 +57,29 @@ def test_compaction_lets_go_of_ended_tasks_behind_unfinished_ones() -> None:
         timeline.record("succeeded", f"t{n}", "t")
     assert len(timeline.events()) <= 126 and timeline.dropped >= 300
     assert all(timeline.first(f"running{n}", "published") is not None for n in range(40))
+
+
+def test_both_ways_of_recording_read_back_the_same_and_leave_nothing_for_the_collector() -> None:
+    """``record_values`` (the recorder's path) stores what ``record`` stores; the rows of plain
+    data are untracked by the garbage collector once it has looked at them (a long timeline adds
+    nothing to each collection's work)."""
+    import gc
+
+    timeline = Timeline()
+    seen: list[object] = []
+    unsubscribe = timeline.subscribe(seen.append)
+    timeline.record("received", "a", "t", "node1", eta=None, queue="q")
+    timeline.record_values("received", "b", "t", "node1", ("eta", "queue"), (None, "q"))
+    timeline.record_values("started", "b", "t", None, (), ())
+    unsubscribe()
+    a, b = timeline.events("a")[0], timeline.events("b")[0]
+    assert (
+        (a.kind, a.hostname, dict(a.data))
+        == (b.kind, b.hostname, dict(b.data))
+        == ("received", "node1", {"eta": None, "queue": "q"})
+    )
+    assert timeline.kinds("b") == ["received", "started"] and dict(timeline.events("b")[1].data) == {}
+    assert [e.task_id for e in seen] == ["a", "b", "b"] and seen[1] == b  # type: ignore[attr-defined]
+    gc.collect()
+    gc.collect()  # a row whose keys tuple ``record`` made is let go of one collection after that tuple
+    assert not any(gc.is_tracked(row) for row in timeline._events)

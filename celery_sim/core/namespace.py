@@ -6,6 +6,7 @@ import copy
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from celery.app.routes import Router
@@ -20,9 +21,13 @@ class Namespace:
 
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
 
-    @property
+    @cached_property
     def prefix(self) -> str:
         return f"csim-{self.run_id}"
+
+    @cached_property
+    def _owned(self) -> str:  # every publish asks owns() a few times
+        return self.prefix + "."
 
     def queue(self, name: str) -> str:
         """This run's name for logical queue ``name`` (a name of this run's already: unchanged)."""
@@ -30,10 +35,10 @@ class Namespace:
 
     def logical(self, name: str) -> str:
         """The logical name of queue ``name`` (unchanged if it is not this run's)."""
-        return name.removeprefix(self.prefix + ".")
+        return name.removeprefix(self._owned)
 
     def owns(self, name: str) -> bool:
-        return name.startswith(self.prefix + ".")
+        return name.startswith(self._owned)
 
     @property
     def control_exchange(self) -> str:

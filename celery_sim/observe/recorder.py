@@ -115,28 +115,57 @@ class RecordingAMQPMixin:
         return send_task_message
 
 
-def published_data(headers: Any, warp: timewarp.Warp, where: dict[str, Any]) -> dict[str, Any]:
-    """What the timeline keeps of a published message (JSON-safe: a worker process sends it as an event).
+#: The keys of a ``published`` event's data, in the order :func:`published_values` gives them.
+PUBLISHED_KEYS = (
+    "sent_after",
+    "queue",
+    "routing_key",
+    "exchange",
+    "retries",
+    "eta",
+    "expires",
+    "countdown",
+    "due_in",
+    "time_scale",
+    "eta_sent",
+    "expires_sent",
+)
+
+
+def published_values(headers: Any, warp: timewarp.Warp, where: dict[str, Any]) -> tuple[Any, ...]:
+    """What the timeline keeps of a published message, by :data:`PUBLISHED_KEYS` (JSON-safe).
 
     ``sent_after`` is how long after Celery created the message (the ``now`` its countdown counts
     from) it was handed to the broker: acquiring a producer connection took ~0.1 s on RabbitMQ.
     The timeline dates the ``published`` event at creation, so a countdown is measured from there.
+    ``eta`` and ``expires`` are what Celery computed; ``*_sent`` what the broker got (see timewarp).
     """
-    return {
-        "sent_after": max(0.0, (datetime.now(timezone.utc) - warp.published_at).total_seconds()),
-        "queue": where.get("queue"),
-        "routing_key": where.get("routing_key"),
-        "exchange": where.get("exchange"),
-        "retries": headers.get("retries", 0),
-        # The ETA and expiry Celery computed; *_sent are what the broker got (see timewarp).
-        "eta": warp.eta.isoformat() if warp.eta else None,
-        "expires": warp.expires.isoformat() if warp.expires else None,
-        "countdown": warp.countdown,
-        "due_in": warp.due_in,
-        "time_scale": warp.scale,
-        "eta_sent": warp.eta_sent.isoformat() if warp.eta_sent else None,
-        "expires_sent": warp.expires_sent.isoformat() if warp.expires_sent else None,
-    }
+    return (
+        max(0.0, (datetime.now(timezone.utc) - warp.published_at).total_seconds()),
+        where.get("queue"),
+        where.get("routing_key"),
+        where.get("exchange"),
+        headers.get("retries", 0),
+        warp.eta.isoformat() if warp.eta else None,
+        warp.expires.isoformat() if warp.expires else None,
+        warp.countdown,
+        warp.due_in,
+        warp.scale,
+        warp.eta_sent.isoformat() if warp.eta_sent else None,
+        warp.expires_sent.isoformat() if warp.expires_sent else None,
+    )
+
+
+def published_data(headers: Any, warp: timewarp.Warp, where: dict[str, Any]) -> dict[str, Any]:
+    """:func:`published_values` as a dict (what a worker process sends as an event)."""
+    return dict(zip(PUBLISHED_KEYS, published_values(headers, warp, where), strict=True))
+
+
+#: The keys of each event's data the recorder makes for every task (see ``Timeline.record_values``).
+_PUBLISHED_BY = (*PUBLISHED_KEYS, "by_worker")
+_RECEIVED_KEYS = ("eta", "queue")
+_STARTED_KEYS = ("eager", "retries")
+_SUCCEEDED_KEYS = ("result",)
 
 
 #: Tasks whose receiving node a recorder remembers at most (for the events of their run).
@@ -186,14 +215,15 @@ class Recorder:
     ) -> None:
         if sender is not self.app or not headers or warp is None:
             return
-        data = published_data(headers, warp, kw)
-        self.timeline.record(
+        values = published_values(headers, warp, kw)
+        self.timeline.record_values(
             "published",
             str(headers.get("id")),
             str(headers.get("task")),
-            ago=data["sent_after"],
-            **data,
-            by_worker=threading.current_thread().name.startswith("csim-pool"),
+            None,
+            _PUBLISHED_BY,
+            (*values, threading.current_thread().name.startswith("csim-pool")),
+            ago=values[0],
         )
 
     def _on_received(self, sender: Any = None, request: Any = None, **kw: Any) -> None:
@@ -203,25 +233,25 @@ class Recorder:
             for task_id in list(self._receivers)[: MAX_RECEIVERS // 2]:
                 del self._receivers[task_id]
         self._receivers[request.id] = request.hostname
-        self.timeline.record(
+        self.timeline.record_values(
             "received",
             request.id,
             request.name,
             request.hostname,
-            eta=request.eta,
-            queue=request.delivery_info.get("routing_key"),
+            _RECEIVED_KEYS,
+            (request.eta, request.delivery_info.get("routing_key")),
         )
 
     def _on_prerun(self, sender: Any = None, task_id: str = "", **kw: Any) -> None:
         if self._mine(sender):
             request = sender.request
-            self.timeline.record(
+            self.timeline.record_values(
                 "started",
                 task_id,
                 sender.name,
-                self._hostname(task_id),
-                eager=bool(request.is_eager),
-                retries=request.retries,
+                self._receivers.get(task_id),
+                _STARTED_KEYS,
+                (bool(request.is_eager), request.retries),
             )
 
     def _on_state(
@@ -240,7 +270,9 @@ class Recorder:
     def _on_success(self, sender: Any = None, result: Any = None, **kw: Any) -> None:
         if self._mine(sender):
             task_id = sender.request.id
-            self.timeline.record("succeeded", task_id, sender.name, self._hostname(task_id), result=result)
+            self.timeline.record_values(
+                "succeeded", task_id, sender.name, self._receivers.get(task_id), _SUCCEEDED_KEYS, (result,)
+            )
 
     def _on_failure(
         self, sender: Any = None, task_id: str = "", exception: BaseException | None = None, **kw: Any

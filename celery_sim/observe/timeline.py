@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from itertools import chain
 from time import monotonic
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -60,9 +59,10 @@ class Event(NamedTuple):
     data: Mapping[str, Any] = MappingProxyType({})
 
 
-#: An event as the timeline stores it: :class:`Event`'s fields, then its data's keys and values.
+#: An event as the timeline stores it: :class:`Event`'s fields but its data, then its data's keys
+#: (one tuple, shared by every event a recorder makes of one kind), then its data's values.
 _Row = tuple[Any, ...]
-_KIND, _TASK_ID, _AT, _THREAD = 0, 1, 3, 5
+_KIND, _TASK_ID, _AT, _THREAD, _KEYS = 0, 1, 3, 5, 6
 
 #: Events a timeline keeps at most (about 20,000 tasks): beyond it, the oldest events of tasks
 #: that have ended are let go, so a long run's memory stays bounded.
@@ -82,8 +82,7 @@ class Timeline:
     def __init__(self, clock: Callable[[], float] = monotonic, *, max_events: int = MAX_EVENTS) -> None:
         self._clock = clock
         self._t0 = clock()
-        #: Each event as one flat tuple: :class:`Event`'s fields, then its data's keys and values
-        #: in turn (an :class:`Event` is made when read). Python's collector stops tracking a tuple
+        #: Each event as one flat tuple (see ``_Row``; an :class:`Event` is made when read). Python's collector stops tracking a tuple
         #: of strings and numbers at its first look, so a long timeline adds nothing to each
         #: collection's work, as 100,000 objects would.
         self._events: list[_Row] = []
@@ -113,15 +112,25 @@ class Timeline:
         Events stay in the order they were recorded (positions from :meth:`mark` stay valid);
         ``at`` says when each happened, so compare ``at`` to order events from other processes.
         """
-        row = (
-            kind,
-            task_id,
-            name,
-            self.now() - ago,
-            hostname,
-            threading.current_thread().name,
-            *chain.from_iterable(data.items()),
-        )
+        self.record_values(kind, task_id, name, hostname, tuple(data), tuple(data.values()), ago=ago)
+
+    def record_values(
+        self,
+        kind: EventKind,
+        task_id: str,
+        name: str,
+        hostname: str | None,
+        keys: tuple[str, ...],
+        values: tuple[Any, ...],
+        *,
+        ago: float = 0.0,
+    ) -> None:
+        """:meth:`record` with the event's data as its ``keys`` and their ``values``, in turn.
+
+        What a recorder calls for every task: a constant ``keys`` tuple and a tuple of values cost
+        a tenth of building and unpacking a keyword dict (0.3 against 3.5 µs for 13 keys).
+        """
+        row = (kind, task_id, name, self.now() - ago, hostname, threading.current_thread().name, keys, *values)
         with self._cond:
             self._events.append(row)
             self._seq.append(self._next)
@@ -132,7 +141,7 @@ class Timeline:
             if self._waiting:
                 self._cond.notify_all()
         if subscribers:
-            event = Event(kind, task_id, name, row[_AT], hostname, row[_THREAD], data)
+            event = _event(row)
             for subscriber in subscribers:
                 subscriber(event)
 
@@ -274,7 +283,7 @@ def _last_kinds(rows: Iterable[_Row]) -> dict[str, str]:
 
 
 def _event(row: _Row) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4], row[5], dict(zip(row[6::2], row[7::2], strict=True)))
+    return Event(row[0], row[1], row[2], row[3], row[4], row[5], dict(zip(row[_KEYS], row[_KEYS + 1 :], strict=True)))
 
 
 def _at(event: Event) -> float:

@@ -817,15 +817,20 @@ def clean_command(
 @click.option(
     "--scale-n", type=int, default=1000, show_default=True, metavar="N", help="Tasks per --scale measure."
 )  # fmt: skip
+@click.option(
+    "--rounds", type=click.IntRange(1, 20), default=None, metavar="R",
+    help="Measure every set-up R times, interleaved; each figure is the median (default: 3, or 1 with --quick).",
+)  # fmt: skip
 def bench_command(
-    quick: bool, setups: str | None, cap: float, json_path: Path | None, scale: bool, scale_n: int
+    quick: bool, setups: str | None, cap: float, json_path: Path | None, scale: bool, scale_n: int, rounds: int | None
 ) -> None:
     """Measure round trips through each set-up side by side, each in its own process.
 
     Ready, ready again (a second start in the same process), p50/p99 of one delay().get(), µs per
     task with N sent at once (N = 100, 1,000, 10,000), CPU while idle, stop, and memory per 1,000
-    tasks; ratios against the default mode. Set-ups that cannot run here (a broker down, Dramatiq
-    not installed) are listed with the reason.
+    tasks; ratios against the default mode. Every set-up runs --rounds times, interleaved, and each
+    figure is the median of its rounds. Set-ups that cannot run here (a broker down, Dramatiq not
+    installed) are listed with the reason.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -860,16 +865,18 @@ def bench_command(
         _fail_usage(f"unknown set-up(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(SETUPS)}")
     sizes = [100, 1000] if quick else [100, 1000, 10000]
     samples, budget = (100, 3.0) if quick else (500, 20.0)
+    rounds = rounds or (1 if quick else 3)
     console = Console(highlight=False)
-    console.print(f"[bold]celery_sim bench[/]: {len(chosen)} set-up(s), N = {', '.join(f'{n:,}' for n in sizes)}")
-    found = run_bench(
-        chosen,
-        sizes,
-        samples,
-        budget,
-        min(cap, 60.0) if quick else cap,
-        lambda f: console.print(f"  {f.setup}: " + ("done" if f.error is None else escape(f.error))),
+    console.print(
+        f"[bold]celery_sim bench[/]: {len(chosen)} set-up(s), N = {', '.join(f'{n:,}' for n in sizes)}, "
+        f"{rounds} round(s) interleaved (each figure the median)"
     )
+
+    def done(figures: Any, number: int) -> None:
+        label = f"{figures.setup} (round {number}/{rounds})" if rounds > 1 else figures.setup
+        console.print(f"  {label}: " + ("done" if figures.error is None else escape(figures.error)))
+
+    found = run_bench(chosen, sizes, samples, budget, min(cap, 60.0) if quick else cap, done, rounds)
     render_bench(console, found, sizes)
     if json_path is not None:
         write_json(json_path, BenchReport(sizes, found))

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ FIGURES = {
     "rss_mib_per_1000",
     "error",
     "notes",
+    "rounds",
 }
 
 
@@ -101,3 +103,52 @@ def test_bench_scale_measures_1_2_and_4_worker_processes_on_each_real_broker(tmp
         assert point["with_results_per_s"] and point["without_results_per_s"], point
         assert 1 <= point["workers_used"] <= point["workers"], point
     assert "Scale-out" in completed.stdout
+
+
+def test_a_batch_that_fails_is_a_note_and_the_other_figures_stay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A set-up whose results time out at some N (as Celery's 5,000-result memory cache did at
+    N = 10,000) keeps its latencies and smaller batches; the failure is named, not a lost run."""
+    from contextlib import contextmanager
+
+    from celery_sim.tools import bench
+
+    class Late:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def get(self, timeout: float) -> int:
+            if self.i >= 50:  # only a batch bigger than 50 reaches it
+                raise TimeoutError("The operation timed out.")
+            return 2 * self.i
+
+    @contextmanager
+    def setup() -> Any:
+        yield Late
+
+    monkeypatch.setitem(bench.SETUPS, "flaky", ("a set-up whose bigger batches time out", setup))
+    figures = bench.measure("flaky", [10, 100, 1000], samples=20, budget_s=5, idle_s=0.01)
+    assert figures.p50_ms is not None and list(figures.per_task_us) == ["10"]
+    assert figures.notes == ["N=100 failed: TimeoutError: The operation timed out."], figures.notes
+
+
+def test_rounds_give_each_figure_as_the_median_and_keep_a_failed_round_as_a_note() -> None:
+    from celery_sim.tools.bench import Figures, median_figures
+
+    rounds = [
+        Figures("memory", ready_s=0.03, p50_ms=0.9, per_task_us={"100": 700.0, "1000": 650.0}, notes=["slow"]),
+        Figures("memory", error="exit 1: boom"),
+        Figures("memory", ready_s=0.05, p50_ms=1.1, per_task_us={"100": 900.0}, notes=["slow", "N=1,000 skipped"]),
+        Figures("memory", ready_s=0.04, p50_ms=0.7, per_task_us={"100": 800.0, "1000": 750.0}, notes=["slow"]),
+    ]
+    merged = median_figures(rounds)
+    assert (merged.rounds, merged.error, merged.ready_s, merged.p50_ms) == (3, None, 0.04, 0.9)
+    assert merged.per_task_us == {"100": 800.0, "1000": 700.0} and merged.p99_ms is None
+    assert merged.notes == [
+        "round 1: slow",
+        "round 2: exit 1: boom",
+        "round 3: slow",
+        "round 3: N=1,000 skipped",
+        "round 4: slow",
+    ]
+    assert median_figures(rounds[1:2]).error == "exit 1: boom"  # every round failed
+    assert median_figures([rounds[0], rounds[3]]).notes == ["slow"]  # said by every round: once

@@ -24,7 +24,7 @@ from typing import Any
 
 from celery_sim.core.brokers import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 
-__all__ = ["SETUPS", "BenchReport", "Figures", "measure", "run_bench"]
+__all__ = ["SETUPS", "BenchReport", "Figures", "measure", "median_figures", "run_bench"]
 
 #: How long the bench lets a set-up idle to measure its CPU use (reported per 2 s).
 IDLE_S = 1.0
@@ -48,6 +48,8 @@ class Figures:
     error: str | None = None
     #: What was cut short to keep within the time budget (slow set-ups).
     notes: list[str] = field(default_factory=list)
+    #: Rounds whose figures these are: each figure is the median of theirs (see :func:`run_bench`).
+    rounds: int = 1
 
 
 @dataclass
@@ -85,6 +87,11 @@ def _celery_test_worker(tuned: bool) -> Iterator[Sender]:
     app = Celery("bench", broker="memory://", backend="cache+memory://", set_as_current=False)
     if tuned:
         app.conf.broker_transport_options = {"polling_interval": 0.001}
+        # Celery's in-memory cache keeps 5,000 results (least recently used go first): in a batch of
+        # 10,000 the first results can be gone before get() asks for them, a timeout. Tuned, it keeps all.
+        from celery.backends import cache
+
+        cache._DUMMY_CLIENT_CACHE.limit = None  # type: ignore[attr-defined]  # one bench process each
     import celery.contrib.testing.tasks  # noqa: F401  # its ping task, which start_worker sends
 
     @app.task(name="bench.add", shared=False)
@@ -159,7 +166,10 @@ SETUPS: dict[str, tuple[str, Callable[[], Any]]] = {
         "Celery's start_worker, defaults (memory://, 1 s polling)",
         lambda: _celery_test_worker(False),
     ),
-    "celery-test-worker-tuned": ("Celery's start_worker, polling_interval 1 ms", lambda: _celery_test_worker(True)),
+    "celery-test-worker-tuned": (
+        "Celery's start_worker, polling_interval 1 ms, its memory result cache unbounded",
+        lambda: _celery_test_worker(True),
+    ),
     "dramatiq-stub": ("Dramatiq's StubBroker + join (if installed)", _dramatiq),
 }
 
@@ -198,7 +208,11 @@ def measure(setup: str, sizes: Sequence[int], samples: int, budget_s: float, idl
             rss = _rss_mib()
             t0 = monotonic()
             results = [send(i) for i in range(n)]
-            values = [r.get(timeout=max(30.0, 4 * budget_s)) for r in results]
+            try:
+                values = [r.get(timeout=max(30.0, 4 * budget_s)) for r in results]
+            except Exception as exc:  # reported; the other figures still count
+                figures.notes.append(f"N={n:,} failed: {type(exc).__name__}: {exc}")
+                break
             previous = figures.per_task_us[str(n)] = (monotonic() - t0) / n * 1e6
             if values != [2 * i for i in range(n)]:
                 raise AssertionError(f"wrong results at N={n}")
@@ -255,27 +269,68 @@ def run_bench(
     samples: int,
     budget_s: float,
     cap_s: float,
-    on_done: Callable[[Figures], None],
+    on_done: Callable[[Figures, int], None],
+    rounds: int = 1,
 ) -> list[Figures]:
-    """Measure each set-up in a fresh interpreter, at most ``cap_s`` seconds each."""
-    found = []
-    for setup in setups:
-        why = _available(setup)
-        if why is not None:
-            figures = Figures(setup, error=f"not run: {why}")
-        else:
-            args = [sys.executable, "-m", __name__, setup, ",".join(map(str, sizes)), str(samples), str(budget_s)]
-            try:
-                done = subprocess.run(args, capture_output=True, text=True, timeout=cap_s, check=False)
-                last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-                figures = Figures(**json.loads(last)) if last.startswith("{") else Figures(setup)
-                if done.returncode != 0 or not last.startswith("{"):
-                    figures.error = f"exit {done.returncode}: {done.stderr.strip()[-300:] or 'no output'}"
-            except subprocess.TimeoutExpired:
-                figures = Figures(setup, error=f"did not finish within its cap of {cap_s:g} s (hung or too slow)")
-        on_done(figures)
-        found.append(figures)
-    return found
+    """Measure each set-up in a fresh interpreter, at most ``cap_s`` seconds each, ``rounds`` times.
+
+    Rounds are interleaved (every set-up once, then again), so a machine that slows down for a
+    while weighs on every set-up alike; each figure is the median of the rounds that gave it.
+    ``on_done`` gets each set-up's figures of each round, and the round's number (from 1).
+    """
+    unavailable = {setup: _available(setup) for setup in setups}
+    by_setup: dict[str, list[Figures]] = {setup: [] for setup in setups}
+    for number in range(1, rounds + 1):
+        for setup in setups:
+            why = unavailable[setup]
+            if why is not None:
+                if number > 1:
+                    continue
+                figures = Figures(setup, error=f"not run: {why}")
+            else:
+                figures = _run_once(setup, sizes, samples, budget_s, cap_s)
+            on_done(figures, number)
+            by_setup[setup].append(figures)
+    return [median_figures(found) for found in by_setup.values()]
+
+
+def _run_once(setup: str, sizes: Sequence[int], samples: int, budget_s: float, cap_s: float) -> Figures:
+    args = [sys.executable, "-m", __name__, setup, ",".join(map(str, sizes)), str(samples), str(budget_s)]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=cap_s, check=False)
+    except subprocess.TimeoutExpired:
+        return Figures(setup, error=f"did not finish within its cap of {cap_s:g} s (hung or too slow)")
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    figures = Figures(**json.loads(last)) if last.startswith("{") else Figures(setup)
+    if done.returncode != 0 or not last.startswith("{"):
+        figures.error = f"exit {done.returncode}: {done.stderr.strip()[-300:] or 'no output'}"
+    return figures
+
+
+_SCALARS = ("ready_s", "ready_again_s", "p50_ms", "p99_ms", "idle_cpu_s_per_2s", "stop_s", "rss_mib_per_1000")
+
+
+def median_figures(found: Sequence[Figures]) -> Figures:
+    """One set-up's figures over its rounds: each the median of the rounds that measured it.
+
+    A round that failed is a note of the result (the error only when every round failed); a note
+    every round made is said once, the others with their round.
+    """
+    good = [f for f in found if f.error is None]
+    if not good:
+        return found[0]
+    merged = Figures(found[0].setup, rounds=len(good))
+    for name in _SCALARS:
+        values = [v for f in good if (v := getattr(f, name)) is not None]
+        setattr(merged, name, statistics.median(values) if values else None)
+    for n in dict.fromkeys(n for f in good for n in f.per_task_us):
+        merged.per_task_us[n] = statistics.median(f.per_task_us[n] for f in good if n in f.per_task_us)
+    said = [([figures.error] if figures.error else []) + figures.notes for figures in found]
+    everywhere = [note for note in said[0] if all(note in notes for notes in said)]  # said once
+    merged.notes.extend(everywhere)
+    for number, notes in enumerate(said, 1):
+        merged.notes.extend(f"round {number}: {note}" for note in notes if note not in everywhere)
+    return merged
 
 
 def _main(argv: list[str]) -> None:

@@ -83,3 +83,18 @@ def test_both_ways_of_recording_read_back_the_same_and_leave_nothing_for_the_col
     gc.collect()
     gc.collect()  # a row whose keys tuple ``record`` made is let go of one collection after that tuple
     assert not any(gc.is_tracked(row) for row in timeline._events)
+
+
+def test_values_it_was_asked_to_remember_outlive_compaction() -> None:
+    """A run deletes the queues it published to at its end: a long run's compaction must not
+    make it forget the early ones (nor the task ids, with a database result backend)."""
+    timeline = Timeline(max_events=100)
+    timeline.remember("published", "queue")
+    for n in range(300):
+        queue = "early" if n < 5 else "late"
+        timeline.record_values("published", f"t{n}", "t", None, ("queue", "retries"), (queue, 0))
+        timeline.record("succeeded", f"t{n}", "t", "node1")
+    assert timeline.dropped > 0 and timeline.first("t0", "published") is None  # t0's events went
+    assert timeline.values("published", "queue") == {"early", "late"}
+    assert "t0" not in timeline.values("published", "task_id")  # not asked to remember it
+    assert timeline.values("succeeded", "hostname") == {"node1"} and timeline.values("succeeded", "queue") == set()

@@ -44,9 +44,7 @@ class RunQueues:
         """This run's queues: declared, consumed, or published to."""
         names: set[str] = {q.name for q in self.h.app.amqp.queues.values()}
         names.update(q for w in self.h.workers for q in w.queues)
-        names.update(
-            str(e.data.get("queue")) for e in self.h.timeline.events(kinds=["published"]) if e.data.get("queue")
-        )
+        names.update(str(queue) for queue in self.h.timeline.values("published", "queue") if queue)
         return sorted(n for n in names if self.h.ns.owns(n))
 
     def queue_size(self, queue: str) -> int:
@@ -124,7 +122,7 @@ class RunQueues:
         )
         if self.h.backend_kind == "db":
             backend = self.h.app.backend
-            for task_id in {e.task_id for e in self.h.timeline.events(kinds=["published"])}:
+            for task_id in self.h.timeline.values("published", "task_id"):
                 backend.forget(task_id)
 
     def purge(self, queues: Iterable[str] | None = None) -> int:

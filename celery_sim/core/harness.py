@@ -97,6 +97,10 @@ class Harness:
         self.ns = Namespace(self.config.run_id) if self.config.run_id else Namespace()
         #: Shared when this harness serves another (see :meth:`attach`): one run, one timeline.
         self.timeline = timeline if timeline is not None else Timeline()
+        # What the run deletes at its end must outlive the timeline's compaction on a long run.
+        self.timeline.remember("published", "queue")
+        if self.backend_kind == "db":  # its rows are deleted by task id
+            self.timeline.remember("published", "task_id")
         self._app: Celery | None = None
         self._adoption: Adoption | None = None
         self._built = False

@@ -99,6 +99,8 @@ class Timeline:
         #: Threads in :meth:`wait_for`: a record with none skips the notification.
         self._waiting = 0
         self._subscribers: tuple[Callable[[Event], None], ...] = ()
+        #: (kind, field) -> the values of ``field`` in dropped events of ``kind`` (see :meth:`remember`).
+        self._remembered: dict[tuple[str, str], set[Any]] = {}
 
     def now(self) -> float:
         """Seconds since the timeline started, on the timeline's clock."""
@@ -156,6 +158,9 @@ class Timeline:
             if to_drop and event[_TASK_ID] in ended:
                 to_drop -= 1
                 self.dropped += 1
+                for (kind, name), kept in self._remembered.items():
+                    if event[_KIND] == kind and (value := _field(event, name)) is not None:
+                        kept.add(value)
             else:
                 events.append(event)
                 seq.append(number)
@@ -165,6 +170,22 @@ class Timeline:
     def _rows_since(self, since: int) -> list[_Row]:
         with self._cond:
             return self._events[bisect_left(self._seq, since) :]
+
+    def remember(self, kind: str, field: str) -> None:
+        """Keep, past compaction, every value :meth:`values` gives for ``kind`` and ``field``: what
+        a run must still know at its end (the queues it published to, to delete them)."""
+        with self._cond:
+            self._remembered.setdefault((kind, field), set())
+
+    def values(self, kind: str, field: str) -> set[Any]:
+        """The values (None aside) of ``field`` (``task_id``, ``name``, ``hostname`` or a data key)
+        in the events of ``kind``, without making an :class:`Event` of each; with those of dropped
+        events when :meth:`remember` asked for them first."""
+        with self._cond:
+            found = set(self._remembered.get((kind, field), ()))
+            rows = [row for row in self._events if row[_KIND] == kind]
+        found.update(value for row in rows if (value := _field(row, field)) is not None)
+        return found
 
     def mark(self) -> int:
         """A position: pass it as ``since`` to see only what happens after now."""
@@ -280,6 +301,17 @@ def _last_kinds(rows: Iterable[_Row]) -> dict[str, str]:
             if seen is None or at >= seen[0]:
                 last[task_id] = (at, kind)
     return {task_id: kind for task_id, (_, kind) in last.items()}
+
+
+_FIELDS = {"task_id": _TASK_ID, "name": 2, "hostname": 4, "thread": _THREAD}
+
+
+def _field(row: _Row, name: str) -> Any:
+    """The value of an :class:`Event` field or data key ``name`` in ``row`` (None when it has none)."""
+    if name in _FIELDS:
+        return row[_FIELDS[name]]
+    keys: tuple[str, ...] = row[_KEYS]
+    return row[_KEYS + 1 + keys.index(name)] if name in keys else None
 
 
 def _event(row: _Row) -> Event:

@@ -384,12 +384,37 @@ def render_scale(console: Console, report: Any) -> None:
             console.print(f"  {point.broker} x{point.workers}: {escape(mask_url(point.error))}")
 
 
+#: Characters a set-up's column of the bench table takes (its widest figure, padding, border), and
+#: the figure names' column.
+_BENCH_COLUMN, _BENCH_LABELS = 12, 18
+
+
 def render_bench(console: Console, found: Sequence[Any], sizes: Sequence[int]) -> None:
     """The bench's figures, one column per set-up, with each against the default mode (memory):
-    ``x 2.5`` under a figure means 2.5 times the default's (slower where lower is better)."""
+    ``x 2.5`` under a figure means 2.5 times the default's (slower where lower is better).
+
+    A console too narrow for every set-up gets them in several tables, the default mode first in each.
+    """
     ran = [f for f in found if f.p50_ms is not None]
     base = next((f for f in ran if f.setup == "memory"), None)
-    table = Table(title="bench: delay().get() round trips; N tasks sent at once (every result checked)", padding=(0, 1))
+    others = [f for f in ran if f is not base]
+    per_table = max(1, (console.width - _BENCH_LABELS) // _BENCH_COLUMN - (base is not None))
+    chunks = [others[i : i + per_table] for i in range(0, len(others), per_table)] or [[]]
+    for number, chunk in enumerate(chunks):
+        columns = ([base] if base is not None else []) + chunk
+        title = "bench: delay().get() round trips; N tasks sent at once (every result checked)"
+        console.print(_bench_table(columns, base, sizes, title if number == 0 else None))
+    console.print(
+        "[dim]xN: N times the default mode's figure (memory). ctw: Celery's own test worker "
+        "(celery.contrib.testing.worker.start_worker), defaults; ctw-tun.: polling every 1 ms.[/]"
+    )
+    for figures in found:
+        for note in ([figures.error] if figures.error else []) + figures.notes:
+            console.print(f"[yellow]{figures.setup}:[/] {escape(note)}")
+
+
+def _bench_table(ran: Sequence[Any], base: Any, sizes: Sequence[int], title: str | None) -> Table:
+    table = Table(title=title, padding=(0, 1))
     table.add_column("figure", no_wrap=True)
     for figures in ran:
         table.add_column(_SHORT.get(figures.setup, figures.setup), justify="right", no_wrap=True)
@@ -415,14 +440,7 @@ def render_bench(console: Console, found: Sequence[Any], sizes: Sequence[int]) -
     row("idle CPU s/2s", lambda f: f.idle_cpu_s_per_2s, ".4f")
     row("stop s", lambda f: f.stop_s, ".3f")
     row("MiB/1k tasks", lambda f: f.rss_mib_per_1000, ".1f")
-    console.print(table)
-    console.print(
-        "[dim]xN: N times the default mode's figure (memory). ctw: Celery's own test worker "
-        "(celery.contrib.testing.worker.start_worker), defaults; ctw-tun.: polling every 1 ms.[/]"
-    )
-    for figures in found:
-        for note in ([figures.error] if figures.error else []) + figures.notes:
-            console.print(f"[yellow]{figures.setup}:[/] {escape(note)}")
+    return table
 
 
 def render_call(console: Console, outcome: CallOutcome, logical: Callable[[str], str]) -> None:

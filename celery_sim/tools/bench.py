@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -326,11 +327,19 @@ def median_figures(found: Sequence[Figures]) -> Figures:
     for n in dict.fromkeys(n for f in good for n in f.per_task_us):
         merged.per_task_us[n] = statistics.median(f.per_task_us[n] for f in good if n in f.per_task_us)
     said = [([figures.error] if figures.error else []) + figures.notes for figures in found]
-    everywhere = [note for note in said[0] if all(note in notes for notes in said)]  # said once
-    merged.notes.extend(everywhere)
+    shapes = [{_shape(note): note for note in notes} for notes in said]
+    everywhere = [shape for shape in shapes[0] if all(shape in round_shapes for round_shapes in shapes)]
+    for shape in everywhere:  # said once, with each round's figures where they differ
+        notes = [round_shapes[shape] for round_shapes in shapes]
+        merged.notes.append(notes[0] if len(set(notes)) == 1 else f"{notes[0]} (round 1; every round alike)")
     for number, notes in enumerate(said, 1):
-        merged.notes.extend(f"round {number}: {note}" for note in notes if note not in everywhere)
+        merged.notes.extend(f"round {number}: {note}" for note in notes if _shape(note) not in everywhere)
     return merged
+
+
+def _shape(note: str) -> str:
+    """``note`` with its figures masked: the same note in two rounds, whatever each measured."""
+    return re.sub(r"\d[\d,.]*", "#", note)
 
 
 def _main(argv: list[str]) -> None:

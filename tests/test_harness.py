@@ -186,3 +186,25 @@ def test_a_stuck_pool_thread_is_diagnosed_and_the_harness_still_stops_within_its
         for thread in threading.enumerate():
             if thread.name.startswith(("csim-pool", "csim-worker")):
                 thread.join(5)
+
+
+def test_a_memory_harness_does_not_import_the_redis_backend_and_a_later_import_gets_the_per_thread_flag() -> None:
+    """The embedded worker makes Celery's "get() would block" flag per thread in every module that
+    reads it; the Redis backend (redis-py, kombu's transport, packaging: ~10 ms of a first start)
+    is not imported for that, and when something imports it later it reads the per-thread flag."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from celery_sim.core.harness import Harness\n"
+        "from celery_sim.scenarios.catalog import default_config\n"
+        "with Harness(default_config(broker='memory')) as h:\n"
+        "    assert 'celery.backends.redis' not in sys.modules, 'imported at start'\n"
+        "    import celery.backends.redis as redis_backend\n"
+        "    from celery_sim.core.workers import joinblock\n"
+        "    assert redis_backend.task_join_will_block is joinblock.task_join_will_block\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

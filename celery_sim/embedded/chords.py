@@ -23,7 +23,6 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from celery.backends.redis import RedisBackend
 from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import GroupResult, allow_join_result
@@ -125,6 +124,10 @@ class RedisStyleChords:
             else:
                 with self.store.cond:
                     parts = sorted(self.store.data.get(backend.get_key_for_group(gid, ".j"), []))
+                # Imported here: the Redis backend brings redis-py, kombu's Redis transport and
+                # packaging, ~10 ms of a memory harness's first start that no other path needs.
+                from celery.backends.redis import RedisBackend
+
                 unpack: Any = RedisBackend._unpack_chord_result  # type: ignore[attr-defined]  # not in the stubs
                 values = [unpack(backend, encoded, backend.decode) for _, _, encoded in parts]
         except ChordError as exc:

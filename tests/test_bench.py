@@ -152,5 +152,11 @@ def test_rounds_give_each_figure_as_the_median_and_keep_a_failed_round_as_a_note
     ]
     assert median_figures(rounds[1:2]).error == "exit 1: boom"  # every round failed
     assert median_figures([rounds[0], rounds[3]]).notes == ["slow"]  # said by every round: once
-    skipped = [Figures("redis", p50_ms=4.0, notes=[f"N=10,000 skipped: about {s} s"]) for s in (47, 41)]
-    assert median_figures(skipped).notes == ["N=10,000 skipped: about 47 s (round 1; every round alike)"]
+    skipped = [
+        Figures("ctw", p50_ms=4.0, notes=[f"N=1,000 skipped: about {s} s", f"N=10,000 skipped: about {10 * s} s"])
+        for s in (47, 41)
+    ]
+    assert median_figures(skipped).notes == [
+        "N=1,000 skipped: about 47 s (round 1; every round alike)",
+        "N=10,000 skipped: about 470 s (round 1; every round alike)",
+    ]

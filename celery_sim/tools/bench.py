@@ -338,8 +338,10 @@ def median_figures(found: Sequence[Figures]) -> Figures:
 
 
 def _shape(note: str) -> str:
-    """``note`` with its figures masked: the same note in two rounds, whatever each measured."""
-    return re.sub(r"\d[\d,.]*", "#", note)
+    """``note`` with its figures masked (what it is about, before its first colon, stays): the
+    same note in two rounds, whatever each measured."""
+    about, colon, rest = note.partition(": ")
+    return about + colon + re.sub(r"\d[\d,.]*", "#", rest)
 
 
 def _main(argv: list[str]) -> None:

@@ -157,6 +157,6 @@ def test_rounds_give_each_figure_as_the_median_and_keep_a_failed_round_as_a_note
         for s in (47, 41)
     ]
     assert median_figures(skipped).notes == [
-        "N=1,000 skipped: about 47 s (round 1; every round alike)",
-        "N=10,000 skipped: about 470 s (round 1; every round alike)",
+        "N=1,000 skipped: about 47 s (round 1; each round said so)",
+        "N=10,000 skipped: about 470 s (round 1; each round said so)",
     ]

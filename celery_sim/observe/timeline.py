@@ -62,7 +62,7 @@ class Event(NamedTuple):
 #: An event as the timeline stores it: :class:`Event`'s fields but its data, then its data's keys
 #: (one tuple, shared by every event a recorder makes of one kind), then its data's values.
 _Row = tuple[Any, ...]
-_KIND, _TASK_ID, _AT, _THREAD, _KEYS = 0, 1, 3, 5, 6
+_KIND, _TASK_ID, _NAME, _AT, _HOSTNAME, _THREAD, _KEYS = range(7)
 
 #: Events a timeline keeps at most (about 20,000 tasks): beyond it, the oldest events of tasks
 #: that have ended are let go, so a long run's memory stays bounded.
@@ -82,9 +82,9 @@ class Timeline:
     def __init__(self, clock: Callable[[], float] = monotonic, *, max_events: int = MAX_EVENTS) -> None:
         self._clock = clock
         self._t0 = clock()
-        #: Each event as one flat tuple (see ``_Row``; an :class:`Event` is made when read). Python's collector stops tracking a tuple
-        #: of strings and numbers at its first look, so a long timeline adds nothing to each
-        #: collection's work, as 100,000 objects would.
+        #: Each event as one flat tuple (see ``_Row``; an :class:`Event` is made when read).
+        #: Python's collector stops tracking a tuple of strings and numbers at its first look, so
+        #: a long timeline adds nothing to each collection's work, as 100,000 objects would.
         self._events: list[_Row] = []
         #: The sequence number of each event in ``_events`` (increasing; gaps where events were dropped).
         self._seq: list[int] = []
@@ -303,7 +303,7 @@ def _last_kinds(rows: Iterable[_Row]) -> dict[str, str]:
     return {task_id: kind for task_id, (_, kind) in last.items()}
 
 
-_FIELDS = {"task_id": _TASK_ID, "name": 2, "hostname": 4, "thread": _THREAD}
+_FIELDS = {"task_id": _TASK_ID, "name": _NAME, "hostname": _HOSTNAME, "thread": _THREAD}
 
 
 def _field(row: _Row, name: str) -> Any:
@@ -315,7 +315,8 @@ def _field(row: _Row, name: str) -> Any:
 
 
 def _event(row: _Row) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4], row[5], dict(zip(row[_KEYS], row[_KEYS + 1 :], strict=True)))
+    data = dict(zip(row[_KEYS], row[_KEYS + 1 :], strict=True))
+    return Event(row[_KIND], row[_TASK_ID], row[_NAME], row[_AT], row[_HOSTNAME], row[_THREAD], data)
 
 
 def _at(event: Event) -> float:

@@ -4,8 +4,10 @@ Set-ups: celery_sim's embedded brokers, each reachable real broker (embedded thr
 Celery's own test worker (``celery.contrib.testing.worker.start_worker``) with its defaults and
 tuned, plus Dramatiq's StubBroker when it is installed. Each runs in a fresh interpreter under a
 time cap, so one that hangs is reported as such and the others are not disturbed. Every result is
-checked. Figures: time to ready (and to ready again in the same process), p50/p99 of one ``delay().get()``, cost per task when N are sent
-at once, CPU used while idle, time to stop, and memory (RSS) per 1,000 tasks.
+checked; every set-up runs ``rounds`` times, interleaved, and each figure is the median of its
+rounds. Figures: time to ready (and to ready again in the same process), p50/p99 of one
+``delay().get()``, cost per task when N are sent at once, CPU used while idle, time to stop, and
+memory (RSS) per 1,000 tasks.
 """
 
 from __future__ import annotations
@@ -331,7 +333,7 @@ def median_figures(found: Sequence[Figures]) -> Figures:
     everywhere = [shape for shape in shapes[0] if all(shape in round_shapes for round_shapes in shapes)]
     for shape in everywhere:  # said once, with each round's figures where they differ
         notes = [round_shapes[shape] for round_shapes in shapes]
-        merged.notes.append(notes[0] if len(set(notes)) == 1 else f"{notes[0]} (round 1; every round alike)")
+        merged.notes.append(notes[0] if len(set(notes)) == 1 else f"{notes[0]} (round 1; each round said so)")
     for number, notes in enumerate(said, 1):
         merged.notes.extend(f"round {number}: {note}" for note in notes if _shape(note) not in everywhere)
     return merged

@@ -249,7 +249,7 @@ class Recorder:
                 "started",
                 task_id,
                 sender.name,
-                self._receivers.get(task_id),
+                self._hostname(task_id),
                 _STARTED_KEYS,
                 (bool(request.is_eager), request.retries),
             )
@@ -271,7 +271,7 @@ class Recorder:
         if self._mine(sender):
             task_id = sender.request.id
             self.timeline.record_values(
-                "succeeded", task_id, sender.name, self._receivers.get(task_id), _SUCCEEDED_KEYS, (result,)
+                "succeeded", task_id, sender.name, self._hostname(task_id), _SUCCEEDED_KEYS, (result,)
             )
 
     def _on_failure(

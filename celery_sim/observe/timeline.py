@@ -73,10 +73,11 @@ class Timeline:
     """A thread-safe list of :class:`Event` in recording order, with waiting and live subscribers.
 
     Bounded: past ``max_events``, the oldest events of tasks that have ended, a quarter of the
-    list at most, are dropped (counted in :attr:`dropped`); events of unfinished tasks always stay. When they alone
-    fill it (many tasks published and none done yet), the next compaction waits until the list has
-    grown by a quarter again, so recording stays O(1) amortized. Positions from :meth:`mark` are
-    sequence numbers, so they stay exact across a drop.
+    list at most, are dropped (counted in :attr:`dropped`); events of unfinished tasks always
+    stay. When they alone fill it (many tasks published and none done yet), the next compaction
+    waits until the list has grown by a quarter again, so recording stays O(1) amortized.
+    Positions from :meth:`mark` are sequence numbers, so they stay exact across a drop; what
+    :meth:`remember` names outlives a drop too.
     """
 
     def __init__(self, clock: Callable[[], float] = monotonic, *, max_events: int = MAX_EVENTS) -> None:

@@ -215,8 +215,9 @@ PUBLISH_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "
     "the broker (a private redis-server) is killed mid-run and restarted: a publish during the outage "
     "fails fast, the worker reconnects by itself, and the tasks queued before the outage complete after it",
     timeout=20,
-    # Most of its 6 s is kombu's reconnect interval (2 s, not a Celery setting) on a private
-    # broker: it runs beside the other scenarios; its one timing check is loose (< 2 s).
+    # About half of its ~4 s is kombu's reconnect interval (2 s after the worker's first failed
+    # attempt; Celery passes no setting for it) on a private broker: it runs beside the other
+    # scenarios; its one timing check is loose (< 2 s).
     lane="broker.connection_loss",
 )
 def connection_loss(ctx: Context) -> None:
